@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The two commands of the README:
+#   scripts/dev.sh demo   install what is missing, build (release), run `switchyard demo`
+#   scripts/dev.sh test   install what is missing, build (ASan+UBSan), run every test
+# Also: scripts/dev.sh setup | build | bench
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian bookworm packages the build and the tests need (SPEC stack, plus the
+# toolchain). Installed only when missing; needs root (or sudo) the first time.
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
+  libssl-dev libyaml-cpp-dev prometheus-cpp-dev libgtest-dev libbenchmark-dev
+  openssl curl
+)
+
+setup() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$p")
+    fi
+  done
+  if ((${#missing[@]} == 0)); then
+    return 0
+  fi
+  echo "setup: installing ${missing[*]}" >&2
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+jobs() { nproc 2>/dev/null || echo 2; }
+
+build() {  # build DIR TYPE SANITIZE
+  local dir=$1 type=$2 sanitize=$3
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" -DSWITCHYARD_SANITIZE="$sanitize" \
+        -DSWITCHYARD_BUILD_TESTS="$sanitize" -DSWITCHYARD_BUILD_BENCH=OFF >/dev/null
+  cmake --build "$dir" -j "$(jobs)"
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  build) setup; build build/release Release OFF ;;
+  demo)
+    shift
+    setup
+    build build/release Release OFF
+    exec build/release/switchyard demo "$@"
+    ;;
+  test)
+    setup
+    build build/test Debug ON
+    # Sanitizer settings: fail on the first report, keep leaks checked.
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    ctest --test-dir build/test --output-on-failure -j "$(jobs)" --timeout 600
+    ;;
+  bench)
+    setup
+    cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DSWITCHYARD_BUILD_TESTS=OFF \
+          -DSWITCHYARD_BUILD_BENCH=ON >/dev/null
+    cmake --build build/bench -j "$(jobs)"
+    for b in build/bench/bench/*_benchmark; do "$b"; done
+    ;;
+  *)
+    echo "usage: scripts/dev.sh demo|test|setup|build|bench" >&2
+    exit 2
+    ;;
+esac
