@@ -1,1 +1,306 @@
-// placeholder: being written
+#include "proxy/headers.hpp"
+
+#include <boost/beast/http/rfc7230.hpp>
+
+#include <array>
+#include <cctype>
+#include <charconv>
+
+namespace switchyard::proxy {
+
+http::status status_of(request_error e) {
+    switch (e) {
+        case request_error::ok:
+            return http::status::ok;
+        case request_error::te_not_chunked:
+            return http::status::not_implemented;
+        case request_error::method_not_allowed:
+            return http::status::method_not_allowed;
+        case request_error::line_too_long:
+            return http::status::uri_too_long;
+        case request_error::too_many_headers:
+        case request_error::header_too_large:
+            return http::status::request_header_fields_too_large;
+        case request_error::body_too_large:
+            return http::status::payload_too_large;
+        default:
+            return http::status::bad_request;
+    }
+}
+
+const char* describe(request_error e) {
+    switch (e) {
+        case request_error::ok: return "ok";
+        case request_error::missing_host: return "missing Host header";
+        case request_error::repeated_host: return "repeated Host header";
+        case request_error::fragment_in_target: return "fragment in request target";
+        case request_error::bad_target: return "invalid request target";
+        case request_error::bad_field_value: return "invalid character in a header value";
+        case request_error::bad_field_name: return "invalid header field name";
+        case request_error::te_on_http10: return "Transfer-Encoding on an HTTP/1.0 request";
+        case request_error::te_and_length: return "both Transfer-Encoding and Content-Length";
+        case request_error::te_not_chunked: return "unsupported Transfer-Encoding";
+        case request_error::bad_content_length: return "invalid Content-Length";
+        case request_error::method_not_allowed: return "method not allowed";
+        case request_error::line_too_long: return "request line too long";
+        case request_error::too_many_headers: return "too many header fields";
+        case request_error::header_too_large: return "header block too large";
+        case request_error::body_too_large: return "request body too large";
+    }
+    return "bad request";
+}
+
+namespace {
+
+bool value_is_clean(std::string_view v) {
+    for (const char c : v) {
+        const auto u = static_cast<unsigned char>(c);
+        // HTAB is allowed; every other control character (NUL, CR, LF...) is not.
+        if ((u < 0x20 && u != '\t') || u == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool is_tchar(char c) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u)) {
+        return true;
+    }
+    switch (c) {
+        case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+        case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+            return true;
+        default:
+            return false;
+    }
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (std::tolower(static_cast<unsigned char>(a[i])) !=
+            std::tolower(static_cast<unsigned char>(b[i]))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+request_error validate_request(http::request_header<>& req, std::size_t header_bytes,
+                               const config::limits& limits) {
+    const auto method = req.method();
+    if (method == http::verb::trace || method == http::verb::connect) {
+        return request_error::method_not_allowed;
+    }
+    const std::string_view target = req.target();
+    const std::size_t line_bytes = req.method_string().size() + 1 + target.size() + 1 + 8;
+    if (line_bytes > limits.max_request_line_bytes) {
+        return request_error::line_too_long;
+    }
+    if (header_bytes - line_bytes > limits.max_request_header_bytes) {
+        return request_error::header_too_large;
+    }
+    if (target.find('#') != std::string_view::npos) {
+        return request_error::fragment_in_target;
+    }
+    if (target.empty() ||
+        (target.front() != '/' && target != "*" && !target.starts_with("http://") &&
+         !target.starts_with("https://"))) {
+        return request_error::bad_target;
+    }
+
+    std::size_t count = 0;
+    int hosts = 0;
+    int lengths = 0;
+    bool has_te = false;
+    std::string_view first_length;
+    bool underscore = false;
+    for (const auto& f : req) {
+        ++count;
+        const std::string_view name = f.name_string();
+        const std::string_view value = f.value();
+        if (name.empty()) {
+            return request_error::bad_field_name;
+        }
+        for (const char c : name) {
+            if (!is_tchar(c)) {
+                return request_error::bad_field_name;
+            }
+            if (c == '_') {
+                underscore = true;
+            }
+        }
+        if (!value_is_clean(value)) {
+            return request_error::bad_field_value;
+        }
+        switch (f.name()) {
+            case http::field::host:
+                ++hosts;
+                break;
+            case http::field::content_length:
+                if (lengths++ == 0) {
+                    first_length = value;
+                } else if (value != first_length) {
+                    return request_error::bad_content_length;
+                }
+                break;
+            case http::field::transfer_encoding:
+                has_te = true;
+                break;
+            default:
+                break;
+        }
+    }
+    if (count > limits.max_headers) {
+        return request_error::too_many_headers;
+    }
+    if (hosts > 1) {
+        return request_error::repeated_host;
+    }
+    if (hosts == 0 && req.version() >= 11) {
+        return request_error::missing_host;
+    }
+    if (has_te) {
+        if (req.version() < 11) {
+            return request_error::te_on_http10;
+        }
+        if (lengths > 0) {
+            return request_error::te_and_length;
+        }
+        // Exactly one Transfer-Encoding field whose value is exactly
+        // "chunked": anything else would be framed differently by someone.
+        if (req.count(http::field::transfer_encoding) != 1 ||
+            !iequals(req[http::field::transfer_encoding], "chunked")) {
+            return request_error::te_not_chunked;
+        }
+    }
+    if (lengths > 0) {
+        std::uint64_t length = 0;
+        const auto* b = first_length.data();
+        const auto* e = b + first_length.size();
+        const auto [p, ec] = std::from_chars(b, e, length);
+        if (ec != std::errc{} || p != e || first_length.empty()) {
+            return request_error::bad_content_length;
+        }
+        if (limits.max_request_body_bytes != 0 && length > limits.max_request_body_bytes) {
+            return request_error::body_too_large;
+        }
+    }
+    if (underscore) {
+        if (limits.reject_underscore_headers) {
+            return request_error::bad_field_name;
+        }
+        // nginx's default: silently drop fields whose name has an underscore,
+        // because some upstreams map '-' and '_' to the same variable.
+        for (auto it = req.begin(); it != req.end();) {
+            if (it->name_string().find('_') != std::string_view::npos) {
+                it = req.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+    return request_error::ok;
+}
+
+void strip_hop_by_hop(http::fields& fields) {
+    // Fields named in Connection are hop-by-hop too; collect them first
+    // (a fixed array: a request naming more than 16 is unusual and the rest
+    // are still covered by the fixed list below).
+    std::array<std::string_view, 16> named{};
+    std::size_t n = 0;
+    std::string connection_value;
+    for (auto it = fields.find(http::field::connection); it != fields.end() &&
+                                                         it->name() == http::field::connection;
+         ++it) {
+        if (!connection_value.empty()) {
+            connection_value += ',';
+        }
+        connection_value.append(it->value().data(), it->value().size());
+    }
+    if (!connection_value.empty()) {
+        for (const auto& token : http::token_list{connection_value}) {
+            if (n < named.size()) {
+                named[n++] = std::string_view(token.data(), token.size());
+            }
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            const auto field = http::string_to_field(named[i]);
+            // Never let Connection strip the framing or the routing keys.
+            if (field == http::field::host || field == http::field::content_length ||
+                field == http::field::transfer_encoding) {
+                continue;
+            }
+            fields.erase(named[i]);
+        }
+    }
+    fields.erase(http::field::connection);
+    fields.erase(http::field::keep_alive);
+    fields.erase(http::field::proxy_connection);
+    fields.erase(http::field::te);
+    fields.erase(http::field::trailer);
+    fields.erase(http::field::upgrade);
+    fields.erase(http::field::proxy_authorization);
+    fields.erase(http::field::proxy_authenticate);
+}
+
+std::string_view add_forwarding(http::request_header<>& req, std::string_view client_ip, bool tls,
+                                std::uint64_t random_hi, std::uint64_t random_lo) {
+    // Beast keeps fields of one name adjacent (insert places a field after
+    // the last of its name), so a run from find() covers all of them.
+    static constexpr std::string_view xff_name = "X-Forwarded-For";
+    const auto xff = req.find(xff_name);
+    if (xff == req.end()) {
+        req.set(xff_name, client_ip);
+    } else {
+        std::string joined;
+        joined.reserve(xff->value().size() + 2 + client_ip.size());
+        // Several X-Forwarded-For fields are one list (RFC 9110 §5.3).
+        for (auto it = xff; it != req.end() && iequals(it->name_string(), xff_name); ++it) {
+            if (!joined.empty()) {
+                joined += ", ";
+            }
+            joined.append(it->value().data(), it->value().size());
+        }
+        joined += ", ";
+        joined.append(client_ip);
+        req.set(xff_name, joined);
+    }
+    req.set("X-Forwarded-Proto", tls ? "https" : "http");
+    if (const auto host = req.find(http::field::host); host != req.end()) {
+        req.set("X-Forwarded-Host", host->value());
+    }
+    const auto id = req.find("X-Request-Id");
+    if (id != req.end() && !id->value().empty()) {
+        return id->value();
+    }
+    static constexpr char hex[] = "0123456789abcdef";
+    char buf[32];
+    for (int i = 0; i < 16; ++i) {
+        buf[i] = hex[(random_hi >> (i * 4)) & 0xf];
+        buf[16 + i] = hex[(random_lo >> (i * 4)) & 0xf];
+    }
+    req.set("X-Request-Id", std::string_view(buf, sizeof buf));
+    return req["X-Request-Id"];
+}
+
+bool is_idempotent(http::verb method) {
+    switch (method) {
+        case http::verb::get:
+        case http::verb::head:
+        case http::verb::options:
+        case http::verb::put:
+        case http::verb::delete_:
+            return true;
+        default:
+            return false;
+    }
+}
+
+}  // namespace switchyard::proxy

@@ -1,0 +1,283 @@
+#include "cli/app.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <ctime>
+#include <functional>
+#include <future>
+#include <iostream>
+#include <mutex>
+
+#include "admin/admin_server.hpp"
+#include "admin/control_plane.hpp"
+#include "admin/state_store.hpp"
+#include "health/stats.hpp"
+#include "proxy/server.hpp"
+
+namespace switchyard::cli {
+
+namespace net = boost::asio;
+
+namespace {
+std::atomic<log_level> g_level{log_level::info};
+std::mutex g_log_mutex;
+
+const char* level_name(log_level l) {
+    switch (l) {
+        case log_level::debug: return "debug";
+        case log_level::info: return "info";
+        case log_level::warn: return "warn";
+        case log_level::error: return "error";
+    }
+    return "info";
+}
+
+void raise_open_file_limit() {
+    // SPEC §1: every connection is a descriptor (two, when proxied).
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = lim.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &lim);
+    }
+}
+
+config::duration longest_window(const config::config& cfg) {
+    config::duration longest = std::chrono::seconds(30);
+    for (const auto& s : cfg.services) {
+        longest = std::max(longest, s.guard_policy.window);
+    }
+    return longest;
+}
+
+// Resolves `a` running on `ioc`'s thread and waits for it (bounded).
+template <class F>
+auto run_on(net::io_context& ioc, F f) {
+    std::packaged_task<decltype(f())()> task(std::move(f));
+    auto result = task.get_future();
+    net::post(ioc, [&task] { task(); });
+    return result.get();
+}
+}  // namespace
+
+std::optional<log_level> parse_log_level(std::string_view text) {
+    if (text == "debug") return log_level::debug;
+    if (text == "info") return log_level::info;
+    if (text == "warn") return log_level::warn;
+    if (text == "error") return log_level::error;
+    return std::nullopt;
+}
+
+void set_log_level(log_level level) { g_level.store(level); }
+
+void log(log_level level, std::string_view message) {
+    if (level < g_level.load(std::memory_order_relaxed)) {
+        return;
+    }
+    char stamp[32];
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    ::gmtime_r(&now, &tm);
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    std::lock_guard lock(g_log_mutex);
+    std::cerr << stamp << ' ' << level_name(level) << ' ' << message << '\n';
+}
+
+app::app(config::config cfg, std::optional<unsigned> workers, log_level level)
+    : config_(std::move(cfg)) {
+    set_log_level(level);
+    raise_open_file_limit();
+    workers_ = workers.value_or(config_.workers);
+    if (workers_ == 0) {
+        workers_ = std::max(1u, std::thread::hardware_concurrency());
+    }
+
+    std::string token_error;
+    auto tokens = admin::load_tokens(config_.admin_listener, token_error);
+    if (!tokens) {
+        throw config_error(token_error);
+    }
+
+    stats_ = std::make_unique<health::stats_registry>(workers_, longest_window(config_));
+    if (!config_.state_file.empty()) {
+        store_ = std::make_unique<admin::file_state_store>(config_.state_file);
+    }
+
+    admin::control_plane_options options;
+    options.store = store_.get();
+    options.stats = stats_.get();
+    options.log = [](std::string_view line) { log(log_level::warn, line); };
+    options.publish = [this](std::shared_ptr<const routing::snapshot> snap,
+                             std::shared_ptr<const proxy::settings> set, std::function<void()> done) {
+        server_->publish(std::move(snap), std::move(set), std::move(done));
+    };
+    try {
+        control_plane_ =
+            std::make_unique<admin::control_plane>(control_.get_executor(), config_, options);
+    } catch (const admin::control_plane_error& e) {
+        throw std::runtime_error(e.what());
+    }
+
+    server_ = std::make_unique<proxy::server>(config_, workers_, *stats_);
+    server_->initialise(control_plane_->snapshot(), control_plane_->settings());
+
+    try {
+        admin_ = std::make_unique<admin::admin_server>(*control_plane_, config_.admin_listener,
+                                                        std::move(*tokens));
+    } catch (const admin::config_error& e) {
+        throw config_error(e.what());
+    }
+}
+
+app::~app() { stop(); }
+
+void app::start() {
+    server_->start();
+    admin_->start();
+    admin_->set_ready(true);
+    control_thread_ = std::thread([this] {
+        auto guard = net::make_work_guard(control_);
+        control_.run();
+    });
+    for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
+        log(log_level::info, "listener " + config_.listeners[i].name + " on " +
+                                 config_.listeners[i].host + ":" +
+                                 std::to_string(server_->listener_port(i)) + " (" +
+                                 std::to_string(workers_) + " workers)");
+    }
+    log(log_level::info, "admin API on " + config_.admin_listener.host + ":" +
+                             std::to_string(admin_->port()));
+}
+
+void app::drain_and_stop() {
+    if (stopped_) {
+        return;
+    }
+    log(log_level::info, "draining: not ready, listeners closed, finishing requests in flight");
+    if (control_thread_.joinable()) {
+        run_on(control_, [this] {
+            admin_->set_ready(false);
+            return 0;
+        });
+    }
+    server_->stop_accepting();
+    server_->begin_drain();
+    const auto deadline = std::chrono::steady_clock::now() + config_.drain_timeout;
+    // Polls the merged connection count; the workers close each connection
+    // as soon as its request in flight is answered.
+    while (server_->open_connections() > 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    const auto left = server_->open_connections();
+    if (left > 0) {
+        log(log_level::warn, "drain_timeout reached with " + std::to_string(left) +
+                                 " connections open; closing them");
+    }
+    stop();
+    log(log_level::info, "stopped");
+}
+
+void app::stop() {
+    if (stopped_) {
+        return;
+    }
+    stopped_ = true;
+    server_->stop();
+    if (control_thread_.joinable()) {
+        run_on(control_, [this] {
+            admin_->stop();
+            return 0;
+        });
+        control_.stop();
+        control_thread_.join();
+    }
+}
+
+std::uint16_t app::listener_port(std::size_t index) const { return server_->listener_port(index); }
+
+std::uint16_t app::admin_port() const { return admin_->port(); }
+
+std::string app::status_summary() {
+    auto describe = [this] {
+        std::string out;
+        const auto snap = control_plane_->snapshot();
+        for (const auto& svc : snap->services()) {
+            if (!out.empty()) {
+                out += "; ";
+            }
+            out += "weights";
+            for (const auto& p : svc.pools) {
+                out += ' ' + p.name + '=' + std::to_string(p.weight);
+            }
+            out += " gen " + std::to_string(svc.generation);
+        }
+        return out;
+    };
+    if (!control_thread_.joinable()) {
+        return describe();
+    }
+    return run_on(control_, describe);
+}
+
+int run(const run_options& options) {
+    set_log_level(options.level);
+    auto loaded = config::load_file(options.config_file);
+    if (!loaded.ok()) {
+        for (const auto& e : loaded.errors) {
+            std::cerr << e << "\n";
+        }
+        return 2;
+    }
+    try {
+        app a(std::move(*loaded.value), options.workers, options.level);
+        // Signals are taken on this thread: SIGTERM/SIGINT drain and exit 0.
+        net::io_context signals_ioc;
+        net::signal_set signals(signals_ioc, SIGTERM, SIGINT, SIGHUP);
+        signals.add(SIGUSR1);
+        int received = 0;
+        std::function<void()> arm = [&] {
+            signals.async_wait([&](boost::system::error_code ec, int sig) {
+                if (ec) {
+                    return;
+                }
+                if (sig == SIGHUP || sig == SIGUSR1) {
+                    // Caught so that the default action (exit) never takes the
+                    // proxy down; reload and log reopening land with the
+                    // operations issue.
+                    log(log_level::warn, std::string(sig == SIGHUP ? "SIGHUP" : "SIGUSR1") +
+                                             " ignored: not supported by this build yet");
+                    arm();
+                    return;
+                }
+                received = sig;
+            });
+        };
+        arm();
+        a.start();
+        signals_ioc.run();
+        log(log_level::info, std::string("received ") + (received == SIGINT ? "SIGINT" : "SIGTERM"));
+        a.drain_and_stop();
+        return 0;
+    } catch (const config_error& e) {
+        std::cerr << "switchyard: " << e.what() << "\n";
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "switchyard: " << e.what() << "\n";
+        return 1;
+    }
+}
+
+int run_ctl(const std::vector<std::string>&) {
+    std::cerr << "switchyard ctl: not implemented yet (issue: operating it); use the admin API "
+                 "directly, e.g. curl -H 'Authorization: Bearer TOKEN' "
+                 "http://127.0.0.1:9901/api/v1/services\n";
+    return 1;
+}
+
+}  // namespace switchyard::cli

@@ -1,0 +1,51 @@
+#pragma once
+// Per-worker keep-alive pools of upstream connections, by endpoint id.
+// Owned by one worker; never touched by another thread.
+//
+// A connection the upstream closed while it sat idle must never be handed to
+// a request as if alive: lease() checks each candidate with a non-blocking
+// MSG_PEEK (EOF or unexpected bytes: discard) before returning it, and the
+// worker's periodic sweep drops the ones that died or idled too long.
+
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "routing/snapshot.hpp"
+
+namespace switchyard::proxy {
+
+struct upstream_connection {
+    explicit upstream_connection(boost::beast::tcp_stream s) : stream(std::move(s)) {}
+    boost::beast::tcp_stream stream;
+    std::chrono::steady_clock::time_point idle_since{};
+    std::uint64_t requests = 0;  // served on this connection
+};
+
+using upstream_ptr = std::unique_ptr<upstream_connection>;
+
+class upstream_pool {
+public:
+    // A live idle connection to `id`, or nullptr.
+    upstream_ptr lease(routing::endpoint_id id);
+    // Returns a connection that finished a response cleanly; closes it when
+    // the endpoint already holds `max_idle` idle connections.
+    void give_back(routing::endpoint_id id, upstream_ptr conn, std::uint32_t max_idle);
+    // Closes idle connections that died or idled past `max_idle_time`.
+    void sweep(std::chrono::steady_clock::duration max_idle_time);
+    void clear();
+    std::size_t idle_count() const;
+
+private:
+    std::unordered_map<routing::endpoint_id, std::vector<upstream_ptr>> idle_;
+};
+
+// True when the socket is still open with nothing unread (the only state a
+// pooled HTTP/1.1 connection may be in between responses).
+bool idle_socket_alive(int fd);
+
+}  // namespace switchyard::proxy
