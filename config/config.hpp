@@ -6,6 +6,17 @@
 // every problem found is returned as "FILE:LINE:COL: message" (1-based, the
 // offending key or value; something missing points at the enclosing key), all
 // of them, not only the first. Thread-safe (no shared state).
+//
+// Value syntax, deliberately strict so that typos fail loudly:
+// - durations: a non-negative integer with a unit ms|s|m|h ("250ms", "2s",
+//   "5m", "1h"); no decimals, no bare numbers, no spaces;
+// - sizes: plain bytes ("1024") or an integer with KiB|MiB|GiB; the decimal
+//   KB|MB|GB are refused rather than guessed;
+// - booleans: true|false (YAML 1.2; "yes"/"on" are refused);
+// - unknown and duplicate keys are errors at every level.
+// Files named by the config (TLS cert/key, upstream ca_file when upstream TLS
+// is enabled, admin token files) must be readable at load time; paths are
+// used as written (relative to the working directory).
 
 #include <chrono>
 #include <cstdint>
@@ -38,12 +49,12 @@ struct listener_tls {
 };
 
 struct listener {
-    std::string name = "default";
+    std::string name = "default";  // when absent in a listed entry: "listener-N", N 1-based
     std::string address = "0.0.0.0:8080";  // as written
     std::string host = "0.0.0.0";          // brackets removed for IPv6
-    std::uint16_t port = 8080;
+    std::uint16_t port = 8080;  // 0 = any free port (tests)
     std::optional<listener_tls> tls;
-    mark at;
+    mark at;  // the listener's entry in `listeners`
 };
 
 struct admin {
@@ -52,7 +63,7 @@ struct admin {
     std::uint16_t port = 9901;
     std::string token_file;       // empty: env SWITCHYARD_ADMIN_TOKEN, else none
     std::string read_token_file;  // optional read-only token
-    mark at;
+    mark at;  // the address value, else the `admin` key; {0,0} when absent
 };
 
 struct limits {
@@ -94,7 +105,7 @@ struct endpoint {
 struct pool {
     std::string name;
     std::vector<endpoint> endpoints;
-    std::uint32_t weight = 0;
+    std::uint32_t weight = 0;  // 0..1000000; absent = 0
     mark at;         // the pool's key
     mark weight_at;  // the weight value (or the pool key when absent)
 };
@@ -143,7 +154,7 @@ struct rollout {
 };
 
 struct smoke {
-    std::vector<std::string> paths{"/healthz"};
+    std::vector<std::string> paths{"/healthz"};  // empty: no smoke requests
     status_range expect_status{200, 399};
 };
 
@@ -202,6 +213,11 @@ struct host_port {
     std::string host;
     std::uint16_t port = 0;
 };
+// The port must be 1..65535; the host a DNS name, a dotted-quad IPv4 address
+// or a bracketed IPv6 address (brackets removed in `host`).
 std::optional<host_port> parse_host_port(std::string_view text);
+// As parse_host_port, but port 0 (bind to any free port) is accepted: for
+// listener and admin addresses.
+std::optional<host_port> parse_bind_address(std::string_view text);
 
 }  // namespace switchyard::config
