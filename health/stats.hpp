@@ -30,9 +30,12 @@ namespace switchyard::health {
 
 using clock = std::chrono::steady_clock;
 
-// Log-linear histogram of latencies in microseconds, 1 µs .. ~2^27 µs (134 s);
-// larger values land in the last bucket. Plain (non-atomic) counts: used for
-// merged results on the reader side.
+// Log-linear histogram of latencies in microseconds. Buckets 0..63 hold the
+// values 0..63 exactly; above that, octave k (1..27) splits [2^(k+5), 2^(k+6))
+// into 64 equal sub-buckets, so a bucket is never wider than 1/64 of its lower
+// bound and its midpoint is within 1/128 (< 1 %) of any value in it. The top
+// bucket ends at 2^33 µs (~2.4 h); larger values land in it. Plain
+// (non-atomic) counts: used for merged results on the reader side.
 class latency_histogram {
 public:
     static constexpr unsigned sub_bucket_bits = 6;  // 64 sub-buckets per octave
@@ -55,6 +58,8 @@ public:
     const std::array<std::uint64_t, bucket_count>& buckets() const { return buckets_; }
 
 private:
+    friend class pool_shard;  // merges its per-slot buckets by index
+
     std::array<std::uint64_t, bucket_count> buckets_{};
     std::uint64_t total_ = 0;
 };
@@ -98,7 +103,12 @@ struct totals {
 class pool_shard {
 public:
     // `slot_width` x `slot_count` is the longest window it can answer.
+    // Allocates all slot memory here, once. A `slot_width` below one clock tick
+    // or a `slot_count` of 0 is raised to 1.
     pool_shard(clock::duration slot_width, unsigned slot_count);
+    ~pool_shard();
+    pool_shard(const pool_shard&) = delete;
+    pool_shard& operator=(const pool_shard&) = delete;
 
     // Writer side. `judged` = false for requests routed by override_header:
     // they count in totals but not in the window the guard judges.
@@ -107,15 +117,26 @@ public:
                 unsigned status, bool judged);
     void record_upstream_error(upstream_error_kind kind);
 
-    // Reader side: adds the slots within (now - window, now] to `out`.
+    // Reader side: adds the slots that overlap (now - window, now] to `out`
+    // (whole slots: at least the current one, at most `slot_count`) and sets
+    // out.span to the time they cover, at least one slot width.
     void collect(clock::time_point now, clock::duration window, window_summary& out) const;
     void collect_totals(totals& out) const;
 
 private:
     struct slot;
+    slot* slot_for(clock::time_point now);  // writer only; nullptr if too old
+    slot* advance(clock::rep ticks);        // writer only, cold path of slot_for
+
     clock::duration slot_width_;
     unsigned slot_count_;
     std::unique_ptr<slot[]> slots_;
+    // Writer-only cache of the slot being filled and the clock ticks it
+    // covers, [current_begin_, current_end_): saves two divisions per record.
+    // Readers never touch these.
+    slot* current_ = nullptr;
+    clock::rep current_begin_ = 0;
+    clock::rep current_end_ = 0;
     // totals (relaxed atomics, single writer)
     std::array<std::atomic<std::uint64_t>, 5> by_class_{};
     std::array<std::atomic<std::uint64_t>, 3> upstream_errors_{};
@@ -128,10 +149,16 @@ private:
 // a worker never sees a missing one. Workers call shard(); readers summary().
 class stats_registry {
 public:
-    // `longest_window`: the largest guard window any service may use (the
-    // slot width is chosen so that 32..64 slots cover it).
+    // `longest_window`: the largest guard window any service may use. Slots
+    // are 1 s wide while 62 of them cover it (windows up to 62 s), else the
+    // next of 2 s, 5 s, 10 s, 15 s, 30 s, 1 min ... that does; a shard keeps
+    // two slots more than the window needs (at most 64). Pass the largest
+    // configured guard window: the 5 min default means 5 s slots, so a 30 s
+    // window would move in 5 s steps.
     stats_registry(unsigned workers, clock::duration longest_window = std::chrono::minutes(5));
     ~stats_registry();
+    stats_registry(const stats_registry&) = delete;
+    stats_registry& operator=(const stats_registry&) = delete;
 
     unsigned workers() const { return workers_; }
 
