@@ -52,7 +52,7 @@ case "${1:-}" in
     ;;
   test)
     setup
-    build build/test Debug ON
+    build build/test RelWithDebInfo ON
     # Sanitizer settings: fail on the first report, keep leaks checked.
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
