@@ -463,12 +463,14 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         if (!sr.is_done()) {
             // Streams the body: one fixed buffer, read a piece, write it, so the
             // slower side sets the pace (back-pressure) and memory stays bounded.
-            if (expect_continue && client_version >= 11 && !body_started) {
+            if (expect_continue && has_body && client_version >= 11 && !body_started) {
                 static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
                 stream_.expires_after(cfg.limit.send_timeout);
                 co_await net::async_write(stream_, net::buffer(cont), use_tuple);
             }
-            body_started = true;
+            // Only a real body makes the request unreplayable (a bodiless
+            // request still passes here to let the serializer finish).
+            body_started = body_started || has_body;
             for (;;) {
                 if (!parser.is_done()) {
                     req.body().data = buf;
