@@ -34,6 +34,9 @@ setup() {
 
 jobs() { nproc 2>/dev/null || echo 2; }
 
+# ccache hits across checkouts in different folders (CI clones afresh).
+export CCACHE_BASEDIR="$PWD"
+
 build() {  # build DIR TYPE SANITIZE
   local dir=$1 type=$2 sanitize=$3
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" -DSWITCHYARD_SANITIZE="$sanitize" \
