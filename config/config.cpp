@@ -486,22 +486,24 @@ class map_reader : public value_reader {
                 continue;
             }
             const std::string& text = key.Scalar();
-            if (const field* first = get(text)) {
+            const auto seen = std::find_if(seen_.begin(), seen_.end(),
+                                           [&](const auto& k) { return k.first == text; });
+            if (seen != seen_.end()) {
                 diag.error(key_at,
-                           "duplicate key '" + text + "' (first at " + format(first->key_at) + ")");
+                           "duplicate key '" + text + "' (first at " + format(seen->second) + ")");
                 continue;
             }
+            // Every key is remembered, so a second typo of the same key is
+            // reported as a duplicate rather than twice as unknown.
+            seen_.emplace_back(text, key_at);
             if (known.size() != 0 && std::find(known.begin(), known.end(), text) == known.end()) {
                 diag.error(key_at, unknown_key_message(text, known));
-                // Remembered all the same, so a second typo of the same key
-                // is reported as a duplicate rather than twice as unknown.
+                // Never stored in fields_: YAML::Node assignment rebinds the
+                // document's node, so shuffling fields_ would corrupt the
+                // values of the keys after it.
+                continue;
             }
             fields_.push_back({text, key_at, it->second});
-        }
-        if (known.size() != 0) {
-            std::erase_if(fields_, [&](const field& f) {
-                return std::find(known.begin(), known.end(), f.key) == known.end();
-            });
         }
     }
 
@@ -583,6 +585,7 @@ class map_reader : public value_reader {
     mark missing_at_;
     bool valid_ = true;
     std::vector<field> fields_;
+    std::vector<std::pair<std::string, mark>> seen_;  // every key, for duplicates
 };
 
 // --- The configuration walk -------------------------------------------------
