@@ -164,8 +164,10 @@ net::awaitable<void> session::respond_error(unsigned status, std::string_view wh
 }
 
 net::awaitable<bool> session::serve_one() {
-    const settings& cfg = worker_.config();
-    const auto& limits = cfg.limit;
+    // A copy: a reload may publish new settings, and free these, while this
+    // connection waits for its next request; the lease below pins the
+    // settings for the rest of the request.
+    const config::limits limits = worker_.config().limit;
 
     if (buffer_.size() == 0) {
         // Idle keep-alive: closed silently after idle_timeout (SPEC §2).
