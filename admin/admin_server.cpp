@@ -18,6 +18,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
+#include <charconv>
+#include <map>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
@@ -321,6 +323,135 @@ net::awaitable<response> put_weights(impl_ptr self, request req, std::string ser
     co_return service_response(version, result.service);
 }
 
+// The answer to a change: the SERVICE, or {"error":..} (with "details").
+response change_response(unsigned version, change_result result) {
+    if (result.error) {
+        json::object body{{"error", std::move(result.message)}};
+        if (result.details) {
+            body["details"] = std::move(*result.details);
+        }
+        if (!result.errors.empty()) {
+            json::array errors;
+            for (auto& e : result.errors) {
+                errors.push_back(json::string(std::move(e)));
+            }
+            body["errors"] = std::move(errors);
+        }
+        return json_response(static_cast<http::status>(http_status(result.error)), version,
+                             body);
+    }
+    return service_response(version, result.service);
+}
+
+// The body of a POST: a JSON object whose members are all strings and named
+// in `allowed`; an empty body is an empty object. nullopt and `error` set
+// otherwise.
+std::optional<std::map<std::string, std::string, std::less<>>> string_fields(
+    const std::string& text, std::initializer_list<std::string_view> allowed, std::string& error) {
+    std::map<std::string, std::string, std::less<>> out;
+    if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+        return out;
+    }
+    json::error_code ec;
+    const json::value body = json::parse(text, ec);
+    if (ec || !body.is_object()) {
+        error = "the request body must be a JSON object";
+        return std::nullopt;
+    }
+    for (const auto& [key, value] : body.get_object()) {
+        if (std::find(allowed.begin(), allowed.end(), std::string_view(key)) == allowed.end()) {
+            error = "unknown field \"" + std::string(key) + "\" in the request body";
+            return std::nullopt;
+        }
+        if (!value.is_string()) {
+            error = "\"" + std::string(key) + "\" must be a string";
+            return std::nullopt;
+        }
+        out[std::string(key)] = std::string(value.get_string());
+    }
+    return out;
+}
+
+// POST /api/v1/services/{svc}/{switch|promote|rollback|rollout}.
+net::awaitable<response> post_action(impl_ptr self, request req, std::string service,
+                                     std::string action) {
+    const unsigned version = req.version();
+    std::optional<std::uint64_t> if_match;
+    if (!parse_if_match(req[http::field::if_match], if_match)) {
+        co_return error_response(http::status::bad_request, version,
+                                 "If-Match must name one generation in quotes, like \"7\"");
+    }
+    std::string error;
+    const auto field = [](const auto& fields, std::string_view name) {
+        const auto it = fields.find(name);
+        return it == fields.end() ? std::string() : it->second;
+    };
+    if (action == "switch") {
+        const auto fields = string_fields(req.body(), {"to", "reason"}, error);
+        if (!fields) {
+            co_return error_response(http::status::bad_request, version, error);
+        }
+        if (field(*fields, "to").empty()) {
+            co_return error_response(http::status::bad_request, version,
+                                     "the request body needs \"to\", like {\"to\":\"green\"}");
+        }
+        switch_request change{std::move(service), field(*fields, "to"), if_match, "admin",
+                              field(*fields, "reason")};
+        co_return change_response(
+            version, co_await self->control.async_switch(std::move(change), net::use_awaitable));
+    }
+    if (action == "promote") {
+        const auto fields = string_fields(req.body(), {"pool", "reason"}, error);
+        if (!fields) {
+            co_return error_response(http::status::bad_request, version, error);
+        }
+        promote_request change{std::move(service), field(*fields, "pool"), if_match, "admin",
+                               field(*fields, "reason")};
+        co_return change_response(
+            version, co_await self->control.async_promote(std::move(change), net::use_awaitable));
+    }
+    if (action == "rollback") {
+        const auto fields = string_fields(req.body(), {"reason"}, error);
+        if (!fields) {
+            co_return error_response(http::status::bad_request, version, error);
+        }
+        rollback_request change{std::move(service), if_match, "admin", field(*fields, "reason")};
+        co_return change_response(
+            version, co_await self->control.async_rollback(std::move(change), net::use_awaitable));
+    }
+    const auto fields = string_fields(req.body(), {"action", "pool"}, error);
+    if (!fields) {
+        co_return error_response(http::status::bad_request, version, error);
+    }
+    const auto parsed = parse_rollout_action(field(*fields, "action"));
+    if (!parsed) {
+        co_return error_response(http::status::bad_request, version,
+                                 "\"action\" must be one of start, pause, resume, abort");
+    }
+    rollout_request change{std::move(service), *parsed, field(*fields, "pool"), if_match, "admin"};
+    co_return change_response(
+        version, co_await self->control.async_rollout(std::move(change), net::use_awaitable));
+}
+
+// GET /api/v1/events?since=ID.
+response get_events(impl_ptr self, const boost::urls::url_view& target, unsigned version) {
+    std::uint64_t since = 0;
+    const auto params = target.params();
+    if (const auto it = params.find("since"); it != params.end()) {
+        const std::string text = (*it).has_value ? std::string((*it).value) : std::string();
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), since);
+        if (text.empty() || ec != std::errc{} || end != text.data() + text.size()) {
+            return error_response(http::status::bad_request, version,
+                                  "since must be an event id (a non-negative integer)");
+        }
+    }
+    json::array events;
+    for (const auto& e : self->control.events_since(since)) {
+        events.push_back(to_json(e));
+    }
+    return json_response(http::status::ok, version, json::object{{"events", std::move(events)}});
+}
+
 // Answers one request. Reads happen inline; changes wait for the control
 // plane, which waits for the workers.
 net::awaitable<response> handle(impl_ptr self, request req) {
@@ -414,6 +545,41 @@ net::awaitable<response> handle(impl_ptr self, request req) {
             co_return forbidden_change();
         }
         co_return co_await put_weights(self, std::move(req), segments[3]);
+    }
+    if (segments.size() == 5 && (segments[4] == "switch" || segments[4] == "promote" ||
+                                 segments[4] == "rollback" || segments[4] == "rollout") &&
+        is({"api", "v1", "services", segments[3], segments[4]})) {
+        if (method != http::verb::post) {
+            co_return method_not_allowed(version, "POST");
+        }
+        if (granted != access::full) {
+            co_return forbidden_change();
+        }
+        if (!self->control.service_json(segments[3])) {
+            co_return error_response(http::status::not_found, version,
+                                     "unknown service \"" + segments[3] + "\"");
+        }
+        co_return co_await post_action(self, std::move(req), segments[3], segments[4]);
+    }
+    if (is({"api", "v1", "reload"})) {
+        if (method != http::verb::post) {
+            co_return method_not_allowed(version, "POST");
+        }
+        if (granted != access::full) {
+            co_return forbidden_change();
+        }
+        change_result result = co_await self->control.async_reload("admin", net::use_awaitable);
+        if (result.error) {
+            co_return change_response(version, std::move(result));
+        }
+        result.service["reloaded"] = true;
+        co_return json_response(http::status::ok, version, result.service);
+    }
+    if (is({"api", "v1", "events"})) {
+        if (!reading) {
+            co_return method_not_allowed(version, "GET, HEAD");
+        }
+        co_return get_events(self, *target, version);
     }
     co_return error_response(http::status::not_found, version,
                              "no such endpoint: " + std::string(target->path()));

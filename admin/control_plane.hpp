@@ -48,6 +48,7 @@
 
 #include "admin/state_store.hpp"
 #include "config/config.hpp"
+#include "health/guard.hpp"
 #include "health/stats.hpp"
 #include "proxy/server.hpp"
 #include "routing/snapshot.hpp"
@@ -64,6 +65,9 @@ enum class error {
     stale_generation,     // 412: If-Match names a generation that is no longer current
     state_not_saved,      // 500: the state store refused the write
     snapshot_failed,      // 500: the routing snapshot could not be built
+    conflict,             // 409: the smoke test failed, or the action does not fit
+                          //      the service's state (pause with no rollout, ...)
+    invalid_config,       // 400: a reload found errors in the config file
 };
 
 const std::error_category& error_category();
@@ -122,6 +126,8 @@ reconcile_result reconcile(const config::config& cfg, const persisted_state* pri
 struct change_result {
     std::error_code error;        // admin::error; empty on success
     std::string message;          // one sentence, when error
+    std::optional<boost::json::object> details;  // e.g. the smoke test's failures (409)
+    std::vector<std::string> errors;  // invalid_config: "FILE:LINE:COL: message" each
     boost::json::object service;  // the SERVICE after the change, on success
     bool changed = false;         // false: the request asked for what already was
 };
@@ -136,6 +142,73 @@ struct weights_request {
     std::string reason;  // optional, recorded in the event
 };
 
+// POST /api/v1/services/{svc}/switch: smoke test `to`, then `to` 100, the rest
+// 0, stable = `to`, previous = the old stable; post_switch_watch begins.
+struct switch_request {
+    std::string service;
+    std::string to;
+    std::optional<std::uint64_t> if_match;
+    std::string actor = "admin";
+    std::string reason;
+};
+
+// POST .../promote: like switch, to `pool` (empty: the non-stable pool with
+// the most weight); the rollout becomes `promoted`.
+struct promote_request {
+    std::string service;
+    std::string pool;
+    std::optional<std::uint64_t> if_match;
+    std::string actor = "admin";
+    std::string reason;
+};
+
+// POST .../rollback: a non-stable pool has weight -> stable 100, the rest 0;
+// else, after a switch or promote, switch back to `previous` (no smoke test:
+// the way back must not depend on the pool that is being left).
+struct rollback_request {
+    std::string service;
+    std::optional<std::uint64_t> if_match;
+    std::string actor = "admin";
+    std::string reason;
+};
+
+enum class rollout_action { start, pause, resume, abort };
+std::optional<rollout_action> parse_rollout_action(std::string_view text);
+
+// POST .../rollout.
+struct rollout_request {
+    std::string service;
+    rollout_action action = rollout_action::start;
+    std::string pool;  // start: the pool to roll out (empty: the non-stable pool
+                       // with the most weight, else the only non-stable one)
+    std::optional<std::uint64_t> if_match;
+    std::string actor = "admin";
+};
+
+// After a switch or promote, for `post_switch_watch`: the new stable is judged
+// against the old stable's figures captured at the switch (SPEC §5).
+struct switch_watch {
+    std::string pool;      // the new stable
+    std::string previous;  // the pool a breach switches back to
+    health::clock::time_point until;
+    health::window_summary baseline;  // the previous pool's window at the switch
+};
+
+// Checks each endpoint of a pool with the smoke requests (SPEC §2 `smoke`)
+// and calls `done` on the control executor with the failures (empty: passed).
+// Injected so that tools can run the control plane without a network; the
+// default (control_plane_options::smoke empty) sends real requests with
+// health::probe.
+struct smoke_failure {
+    std::string endpoint;
+    std::string path;
+    unsigned status = 0;  // 0: no response
+    std::string error;
+};
+using smoke_function =
+    std::function<void(const config::smoke& policy, std::vector<std::string> endpoints,
+                       std::function<void(std::vector<smoke_failure>)> done)>;
+
 // Hands a snapshot (and settings; nullptr = unchanged) to the data plane and
 // calls `done`, from any thread, once every worker uses it.
 using publish_function =
@@ -148,6 +221,8 @@ struct control_plane_options {
     health::stats_registry* stats = nullptr;    // borrowed; nullptr: SERVICE stats are zero
     std::function<void(std::string_view)> log;  // warnings, one line each; empty: stderr
     std::size_t events_kept = 10000;            // in-memory event log length
+    smoke_function smoke;                       // empty: real requests (health::probe)
+    std::string events_file;                    // JSON lines appended per event; empty: none
 };
 
 struct control_plane_error : std::runtime_error {
@@ -201,6 +276,84 @@ public:
             std::move(request));
     }
 
+    // SPEC §6 switch, promote, rollback, rollout (see the request structs).
+    // Generation, If-Match, events and persistence as for set_weights. A smoke
+    // failure is error::conflict with `details.failures`; nothing changes.
+    void switch_to(switch_request request, change_handler done);
+    void promote(promote_request request, change_handler done);
+    void rollback(rollback_request request, change_handler done);
+    void rollout(rollout_request request, change_handler done);
+
+    template <class CompletionToken>
+    auto async_switch(switch_request request, CompletionToken&& token) {
+        return net::async_initiate<CompletionToken, void(change_result)>(
+            initiate_change<&control_plane::switch_to, switch_request>{this}, token,
+            std::move(request));
+    }
+    template <class CompletionToken>
+    auto async_promote(promote_request request, CompletionToken&& token) {
+        return net::async_initiate<CompletionToken, void(change_result)>(
+            initiate_change<&control_plane::promote, promote_request>{this}, token,
+            std::move(request));
+    }
+    template <class CompletionToken>
+    auto async_rollback(rollback_request request, CompletionToken&& token) {
+        return net::async_initiate<CompletionToken, void(change_result)>(
+            initiate_change<&control_plane::rollback, rollback_request>{this}, token,
+            std::move(request));
+    }
+    template <class CompletionToken>
+    auto async_rollout(rollout_request request, CompletionToken&& token) {
+        return net::async_initiate<CompletionToken, void(change_result)>(
+            initiate_change<&control_plane::rollout, rollout_request>{this}, token,
+            std::move(request));
+    }
+
+    // SIGHUP and POST /api/v1/reload (SPEC §6): reads config_file() again.
+    // Invalid: error::invalid_config with every error, nothing changed.
+    // Valid: routing, pools, health checks, guard and limits swap at once;
+    // weights follow reconcile() (runtime decisions survive, edits win);
+    // `listeners`, `admin` and `workers` take effect at the next start (the
+    // event's reason says so when they changed). `actor` is "admin" or "config".
+    void reload(std::string actor, change_handler done);
+    template <class CompletionToken>
+    auto async_reload(std::string actor, CompletionToken&& token) {
+        return net::async_initiate<CompletionToken, void(change_result)>(
+            initiate_change<&control_plane::reload, std::string>{this}, token, std::move(actor));
+    }
+    // Reloads so far, by result (switchyard_config_reloads_total).
+    std::uint64_t reloads_ok() const { return reloads_ok_; }
+    std::uint64_t reloads_failed() const { return reloads_failed_; }
+    // Called on the control thread after a reload took effect (the autopilot
+    // re-targets its health checks here).
+    void set_reload_listener(std::function<void()> listener) {
+        reload_listener_ = std::move(listener);
+    }
+
+    // --- The autopilot's side (guard, rollout steps, health; control thread) ---
+
+    // The guard found `pool` in breach: every non-stable pool to 0 and stable
+    // to 100 (or, when `pool` is the stable under post_switch_watch, back to
+    // `previous`), rollout `reverted` with the decision's summary, a `revert`
+    // event carrying the decision record. `done` may be empty.
+    void guard_revert(const std::string& service, const std::string& pool,
+                      const health::decision& decision, change_handler done = {});
+    // The rollout of `service` held its step: the next step, or after the last
+    // one promote (auto_promote) or stay. `generation` is the one the autopilot
+    // judged; a change since then makes this a no-op.
+    void advance_rollout(const std::string& service, std::uint64_t generation,
+                         change_handler done = {});
+    // The guard's latest verdicts for the SERVICE JSON `guard.pools`.
+    void set_verdicts(const std::string& service,
+                      std::map<std::string, health::decision, std::less<>> verdicts);
+    // An endpoint's health changed (active checks or outlier detection): a
+    // `health` event (no new generation).
+    void health_changed(const std::string& service, const std::string& pool,
+                        const std::string& endpoint, bool usable, std::string reason);
+    // The post-switch watch of `service`, if one is running.
+    const switch_watch* watch(std::string_view service) const;
+    void end_watch(std::string_view service);
+
 private:
     // Adapts a completion handler (possibly move-only) to change_handler and
     // completes it on its associated executor.
@@ -223,9 +376,26 @@ private:
     // Validated change of one service -> snapshot, save, event, publish, done.
     void commit(const std::string& service, persisted_service next, std::optional<event> change,
                 change_handler done);
+    // Checks the request's service and If-Match; fails `done` and returns
+    // nullptr when either is wrong.
+    const persisted_service* current_for(const std::string& service,
+                                         const std::optional<std::uint64_t>& if_match,
+                                         change_handler& done);
+    // Smoke, then the switch/promote to `target` (the shared tail of both).
+    void smoke_then_switch(std::string service, std::string target, std::string kind,
+                           std::optional<std::uint64_t> if_match, std::string actor,
+                           std::string reason, bool smoke, change_handler done);
+    void apply_switch(const std::string& service, const std::string& target,
+                      const std::string& kind, const std::string& actor, std::string reason,
+                      change_handler done);
+    void start_watch(const std::string& service, const std::string& pool,
+                     const std::string& previous);
+    void run_smoke(const config::smoke& policy, std::vector<std::string> endpoints,
+                   std::function<void(std::vector<smoke_failure>)> done);
     void complete(change_handler done, change_result result);
     void fail(change_handler done, error e, std::string message);
-    std::shared_ptr<const routing::snapshot> build_snapshot(const persisted_state& state,
+    std::shared_ptr<const routing::snapshot> build_snapshot(const config::config& cfg,
+                                                            const persisted_state& state,
                                                             std::string& error);
     void record(event e);
     void warn(std::string_view line) const;
@@ -240,6 +410,13 @@ private:
     std::shared_ptr<const proxy::settings> settings_;
     std::deque<event> events_;
     std::function<void(const event&)> event_listener_;
+    std::map<std::string, switch_watch, std::less<>> watches_;
+    std::map<std::string, std::map<std::string, health::decision, std::less<>>, std::less<>>
+        verdicts_;
+    std::map<std::string, boost::json::object, std::less<>> last_breach_;  // by service
+    std::function<void()> reload_listener_;
+    std::uint64_t reloads_ok_ = 0;
+    std::uint64_t reloads_failed_ = 0;
 };
 
 }  // namespace switchyard::admin

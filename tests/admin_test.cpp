@@ -176,9 +176,9 @@ private:
 class harness {
 public:
     explicit harness(config::config cfg, admin_tokens tokens = {std::string(full_token), {}},
-                     state_store* store = nullptr, admin_server_options options = {})
+                     state_store* store = nullptr, admin_server_options options = {},
+                     control_plane_options cp_options = {})
         : guard_(net::make_work_guard(io_)) {
-        control_plane_options cp_options;
         cp_options.publish = workers.publisher();
         cp_options.store = store;
         cp_options.log = [this](std::string_view line) {
@@ -237,6 +237,17 @@ public:
         headers.emplace_back("Content-Type", "application/json");
         return client.request("PUT", "/api/v1/services/" + std::string(service) + "/weights",
                               headers, weights_body(weights));
+    }
+    http_response post(std::string_view service, std::string_view action, std::string body,
+                       header_list extra = {}, std::string_view token = full_token) {
+        http_client client(port);
+        header_list headers = bearer(token);
+        headers.insert(headers.end(), extra.begin(), extra.end());
+        headers.emplace_back("Content-Type", "application/json");
+        return client.request("POST",
+                              "/api/v1/services/" + std::string(service) + "/" +
+                                  std::string(action),
+                              headers, std::move(body));
     }
     json::object service(std::string_view name) {
         const http_response res = get("/api/v1/services/" + std::string(name));
@@ -961,6 +972,303 @@ TEST(admin_api, port_in_use_is_a_startup_error) {
     } catch (const startup_error& e) {
         EXPECT_NE(std::string(e.what()).find("port in use"), std::string::npos) << e.what();
     }
+}
+
+// ---------------------------------------------------------------------------
+// switch, promote, rollback, rollout, the guard's revert, events (SPEC §5, §6)
+
+// A smoke test that records what it was asked and answers as told.
+struct smoke_recorder {
+    std::mutex mutex;
+    std::vector<std::string> endpoints;
+    bool fail = false;
+
+    smoke_function function() {
+        return [this](const config::smoke& policy, std::vector<std::string> eps,
+                      std::function<void(std::vector<smoke_failure>)> done) {
+            std::vector<smoke_failure> failures;
+            {
+                std::lock_guard lock(mutex);
+                endpoints = eps;
+                if (fail) {
+                    for (const auto& e : eps) {
+                        failures.push_back({e, policy.paths.front(), 503, ""});
+                    }
+                }
+            }
+            done(std::move(failures));
+        };
+    }
+};
+
+control_plane_options with_smoke(smoke_recorder& smoke) {
+    control_plane_options options;
+    options.smoke = smoke.function();
+    return options;
+}
+
+// A decision the guard would make: canary with 40 % errors against 1 %.
+health::decision breach_decision() {
+    health::window_summary canary;
+    canary.requests = 400;
+    canary.errors = 160;
+    health::window_summary stable;
+    stable.requests = 1600;
+    stable.errors = 16;
+    for (int i = 0; i < 400; ++i) {
+        canary.latency.record(5000);
+    }
+    for (int i = 0; i < 1600; ++i) {
+        stable.latency.record(5000);
+    }
+    return health::judge(canary, stable, config::guard{});
+}
+
+TEST(admin_ops, switch_runs_the_smoke_test_then_switches) {
+    smoke_recorder smoke;
+    harness h(make_config(), {std::string(full_token), {}}, nullptr, {}, with_smoke(smoke));
+    const http_response res = h.post("shop", "switch", R"({"to":"green"})");
+    ASSERT_EQ(res.status, 200u) << res.body;
+    const json::object shop = parse(res.body).as_object();
+    EXPECT_EQ(shop.at("stable").as_string(), "green");
+    EXPECT_EQ(shop.at("previous").as_string(), "blue");
+    EXPECT_EQ(weight_of(shop, "green"), 100);
+    EXPECT_EQ(weight_of(shop, "blue"), 0);
+    EXPECT_EQ(generation_of(shop), 2);
+    EXPECT_EQ(smoke.endpoints,
+              (std::vector<std::string>{"127.0.0.1:10011", "127.0.0.1:10012"}));
+    EXPECT_EQ(weight_in(*h.workers.last(), "shop", "green"), 100u);
+    EXPECT_TRUE(shop.at("guard").as_object().contains("post_switch_watch"));
+    const auto events = h.events();
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_EQ(events[0].kind, "switch");
+    EXPECT_EQ(events[0].after.at("stable").as_string(), "green");
+}
+
+TEST(admin_ops, failed_smoke_test_is_409_with_details_and_changes_nothing) {
+    smoke_recorder smoke;
+    smoke.fail = true;
+    harness h(make_config(), {std::string(full_token), {}}, nullptr, {}, with_smoke(smoke));
+    const std::size_t published = h.workers.published();
+    const http_response res = h.post("shop", "switch", R"({"to":"green"})");
+    ASSERT_EQ(res.status, 409u) << res.body;
+    const json::object body = parse(res.body).as_object();
+    EXPECT_NE(body.at("error").as_string().find("smoke"), json::string::npos);
+    const auto& failures = body.at("details").at("failures").as_array();
+    ASSERT_EQ(failures.size(), 2u);
+    EXPECT_EQ(failures[0].at("endpoint").as_string(), "127.0.0.1:10011");
+    EXPECT_EQ(failures[0].at("status").as_int64(), 503);
+    const json::object shop = h.service("shop");
+    EXPECT_EQ(shop.at("stable").as_string(), "blue");
+    EXPECT_EQ(generation_of(shop), 1);
+    EXPECT_EQ(h.workers.published(), published);
+    EXPECT_TRUE(h.events().empty());
+}
+
+TEST(admin_ops, switch_validates_its_request) {
+    smoke_recorder smoke;
+    harness h(make_config(), {std::string(full_token), std::string(read_token)}, nullptr, {},
+              with_smoke(smoke));
+    EXPECT_EQ(h.post("shop", "switch", R"({"to":"purple"})").status, 400u);
+    EXPECT_EQ(h.post("shop", "switch", R"({})").status, 400u);
+    EXPECT_EQ(h.post("shop", "switch", R"({"to":7})").status, 400u);
+    EXPECT_EQ(h.post("nope", "switch", R"({"to":"green"})").status, 404u);
+    EXPECT_EQ(h.post("shop", "switch", R"({"to":"green"})", {{"If-Match", "\"9\""}}).status,
+              412u);
+    EXPECT_EQ(h.post("shop", "switch", R"({"to":"green"})", {}, read_token).status, 403u);
+    http_client client(h.port);
+    EXPECT_EQ(client.request("GET", "/api/v1/services/shop/switch", bearer(full_token)).status,
+              405u);
+    EXPECT_EQ(generation_of(h.service("shop")), 1);
+}
+
+TEST(admin_ops, rollback_after_weights_and_after_a_switch) {
+    smoke_recorder smoke;
+    harness h(make_config(), {std::string(full_token), {}}, nullptr, {}, with_smoke(smoke));
+    EXPECT_EQ(h.post("shop", "rollback", "").status, 409u);  // nothing to roll back
+
+    ASSERT_EQ(h.put_weights("shop", R"({"blue":80,"canary":20})").status, 200u);
+    http_response res = h.post("shop", "rollback", "");
+    ASSERT_EQ(res.status, 200u) << res.body;
+    json::object shop = parse(res.body).as_object();
+    EXPECT_EQ(weight_of(shop, "blue"), 100);
+    EXPECT_EQ(weight_of(shop, "canary"), 0);
+    EXPECT_EQ(shop.at("stable").as_string(), "blue");
+
+    ASSERT_EQ(h.post("shop", "switch", R"({"to":"green"})").status, 200u);
+    res = h.post("shop", "rollback", "{}");
+    ASSERT_EQ(res.status, 200u) << res.body;
+    shop = parse(res.body).as_object();
+    EXPECT_EQ(shop.at("stable").as_string(), "blue");
+    EXPECT_EQ(weight_of(shop, "blue"), 100);
+    EXPECT_EQ(weight_of(shop, "green"), 0);
+    const auto events = h.events();
+    ASSERT_EQ(events.size(), 4u);
+    EXPECT_EQ(events[1].kind, "rollback");
+    EXPECT_EQ(events[3].kind, "rollback");
+}
+
+TEST(admin_ops, promote_defaults_to_the_heaviest_candidate) {
+    smoke_recorder smoke;
+    harness h(make_config(), {std::string(full_token), {}}, nullptr, {}, with_smoke(smoke));
+    EXPECT_EQ(h.post("shop", "promote", "").status, 409u);  // no candidate with traffic
+    EXPECT_EQ(h.post("shop", "promote", R"({"pool":"blue"})").status, 400u);
+    ASSERT_EQ(h.put_weights("shop", R"({"blue":70,"canary":30})").status, 200u);
+    const http_response res = h.post("shop", "promote", "");
+    ASSERT_EQ(res.status, 200u) << res.body;
+    const json::object shop = parse(res.body).as_object();
+    EXPECT_EQ(shop.at("stable").as_string(), "canary");
+    EXPECT_EQ(weight_of(shop, "canary"), 100);
+    EXPECT_EQ(shop.at("rollout").at("state").as_string(), "promoted");
+    EXPECT_EQ(h.events().back().kind, "promote");
+}
+
+TEST(admin_ops, rollout_lifecycle_and_invalid_actions) {
+    harness h(make_config());
+    EXPECT_EQ(h.post("shop", "rollout", R"({"action":"pause"})").status, 409u);
+    EXPECT_EQ(h.post("shop", "rollout", R"({"action":"dance"})").status, 400u);
+    EXPECT_EQ(h.post("shop", "rollout", R"({"action":"start","pool":"blue"})").status, 400u);
+
+    http_response res = h.post("shop", "rollout", R"({"action":"start","pool":"canary"})");
+    ASSERT_EQ(res.status, 200u) << res.body;
+    json::object shop = parse(res.body).as_object();
+    EXPECT_EQ(shop.at("rollout").at("state").as_string(), "progressing");
+    EXPECT_EQ(shop.at("rollout").at("pool").as_string(), "canary");
+    EXPECT_EQ(shop.at("rollout").at("step").as_int64(), 0);
+    EXPECT_EQ(weight_of(shop, "canary"), 5);
+    EXPECT_EQ(weight_of(shop, "blue"), 95);
+    EXPECT_EQ(h.post("shop", "rollout", R"({"action":"start","pool":"canary"})").status, 409u);
+
+    res = h.post("shop", "rollout", R"({"action":"pause"})");
+    ASSERT_EQ(res.status, 200u);
+    EXPECT_EQ(parse(res.body).at("rollout").at("state").as_string(), "paused");
+    EXPECT_EQ(h.post("shop", "rollout", R"({"action":"pause"})").status, 409u);
+    res = h.post("shop", "rollout", R"({"action":"resume"})");
+    ASSERT_EQ(res.status, 200u);
+    EXPECT_EQ(parse(res.body).at("rollout").at("state").as_string(), "progressing");
+
+    // The autopilot's step: the next step's weights, then a promote.
+    const auto generation = static_cast<std::uint64_t>(generation_of(h.service("shop")));
+    h.on_control([&] {
+        h.control->advance_rollout("shop", generation);
+        return 0;
+    });
+    ASSERT_TRUE(wait_until([&] { return weight_of(h.service("shop"), "canary") == 10; },
+                           std::chrono::seconds(5)));
+    h.on_control([&] {
+        h.control->advance_rollout("shop", generation);  // stale: a no-op
+        return 0;
+    });
+    res = h.post("shop", "rollout", R"({"action":"abort"})");
+    ASSERT_EQ(res.status, 200u);
+    shop = parse(res.body).as_object();
+    EXPECT_EQ(shop.at("rollout").at("state").as_string(), "reverted");
+    EXPECT_NE(shop.at("rollout").at("reason").as_string().find("aborted"), json::string::npos);
+    EXPECT_EQ(weight_of(shop, "canary"), 0);
+    EXPECT_EQ(weight_of(shop, "blue"), 100);
+    EXPECT_EQ(h.post("shop", "rollout", R"({"action":"abort"})").status, 409u);
+}
+
+TEST(admin_ops, rollout_promotes_after_the_last_step) {
+    config::config cfg = make_config();
+    cfg.services[0].rollout_policy.steps = {50, 100};
+    harness h(std::move(cfg));
+    ASSERT_EQ(h.post("shop", "rollout", R"({"action":"start","pool":"canary"})").status, 200u);
+    for (int expected_weight : {100, -1}) {
+        const auto generation = static_cast<std::uint64_t>(generation_of(h.service("shop")));
+        h.on_control([&] {
+            h.control->advance_rollout("shop", generation);
+            return 0;
+        });
+        ASSERT_TRUE(wait_until(
+            [&] { return generation_of(h.service("shop")) == std::int64_t(generation) + 1; },
+            std::chrono::seconds(5)));
+        if (expected_weight > 0) {
+            EXPECT_EQ(weight_of(h.service("shop"), "canary"), expected_weight);
+            EXPECT_EQ(weight_of(h.service("shop"), "blue"), 0);
+        }
+    }
+    const json::object shop = h.service("shop");
+    EXPECT_EQ(shop.at("stable").as_string(), "canary");
+    EXPECT_EQ(shop.at("rollout").at("state").as_string(), "promoted");
+    const auto events = h.events();
+    EXPECT_EQ(events.back().kind, "promote");
+    EXPECT_EQ(events.back().actor, "rollout");
+}
+
+TEST(admin_ops, guard_revert_records_the_decision_and_survives_a_restart) {
+    memory_state_store store;
+    const health::decision d = breach_decision();
+    ASSERT_EQ(d.result, health::verdict::breach);
+    {
+        config::config cfg = make_config();
+        pool_of(cfg, "shop", "blue").weight = 80;
+        pool_of(cfg, "shop", "canary").weight = 20;
+        harness h(std::move(cfg), {std::string(full_token), {}}, &store);
+        h.on_control([&] {
+            h.control->guard_revert("shop", "canary", d);
+            return 0;
+        });
+        ASSERT_TRUE(wait_until([&] { return weight_of(h.service("shop"), "canary") == 0; },
+                               std::chrono::seconds(5)));
+        const json::object shop = h.service("shop");
+        EXPECT_EQ(weight_of(shop, "blue"), 100);
+        EXPECT_EQ(shop.at("rollout").at("state").as_string(), "reverted");
+        EXPECT_EQ(shop.at("rollout").at("pool").as_string(), "canary");
+        EXPECT_NE(shop.at("rollout").at("reason").as_string().find("error_rate"),
+                  json::string::npos);
+        const auto& decision = shop.at("guard").at("decision").as_object();
+        EXPECT_EQ(decision.at("metric").as_string(), "error_rate");
+        EXPECT_EQ(decision.at("pool_requests").as_int64(), 400);
+        EXPECT_EQ(decision.at("baseline_requests").as_int64(), 1600);
+        const auto events = h.events();
+        ASSERT_EQ(events.size(), 1u);
+        EXPECT_EQ(events[0].kind, "revert");
+        EXPECT_EQ(events[0].actor, "guard");
+        ASSERT_TRUE(events[0].details.has_value());
+        EXPECT_EQ(events[0].details->at("metric").as_string(), "error_rate");
+
+        const http_response listed = h.get("/api/v1/events?since=0");
+        ASSERT_EQ(listed.status, 200u);
+        EXPECT_EQ(parse(listed.body).at("events").as_array().size(), 1u);
+        EXPECT_TRUE(parse(h.get("/api/v1/events?since=1").body)
+                        .at("events")
+                        .as_array()
+                        .empty());
+        EXPECT_EQ(h.get("/api/v1/events?since=x").status, 400u);
+        EXPECT_EQ(h.get("/api/v1/events?since=").status, 400u);
+    }
+    {
+        // Restart with the same config (canary still 20 in the file).
+        config::config cfg = make_config();
+        pool_of(cfg, "shop", "blue").weight = 80;
+        pool_of(cfg, "shop", "canary").weight = 20;
+        harness h(std::move(cfg), {std::string(full_token), {}}, &store);
+        const json::object shop = h.service("shop");
+        EXPECT_EQ(weight_of(shop, "canary"), 0);
+        EXPECT_EQ(shop.at("rollout").at("state").as_string(), "reverted");
+        // An operator's weights change ends the reverted state.
+        ASSERT_EQ(h.put_weights("shop", R"({"canary":5})").status, 200u);
+        EXPECT_EQ(h.service("shop").at("rollout").at("state").as_string(), "idle");
+    }
+}
+
+TEST(admin_ops, events_file_gets_one_json_line_per_event) {
+    temp_dir dir;
+    control_plane_options options;
+    options.events_file = (dir.path() / "events.jsonl").string();
+    harness h(make_config(), {std::string(full_token), {}}, nullptr, {}, options);
+    ASSERT_EQ(h.put_weights("shop", R"({"blue":90,"canary":10})").status, 200u);
+    ASSERT_EQ(h.post("shop", "rollback", "").status, 200u);
+    std::istringstream lines(read_file(dir.path() / "events.jsonl"));
+    std::vector<json::value> events;
+    for (std::string line; std::getline(lines, line);) {
+        events.push_back(parse(line));
+    }
+    ASSERT_EQ(events.size(), 2u);
+    EXPECT_EQ(events[0].at("id").as_int64(), 1);
+    EXPECT_EQ(events[0].at("kind").as_string(), "weights");
+    EXPECT_EQ(events[1].at("kind").as_string(), "rollback");
 }
 
 }  // namespace
