@@ -16,6 +16,8 @@
 #include <mutex>
 
 #include "admin/admin_server.hpp"
+#include "admin/autopilot.hpp"
+#include "admin/metrics.hpp"
 #include "admin/control_plane.hpp"
 #include "admin/state_store.hpp"
 #include "health/stats.hpp"
@@ -113,6 +115,7 @@ app::app(config::config cfg, std::optional<unsigned> workers, log_level level)
     options.store = store_.get();
     options.stats = stats_.get();
     options.log = [](std::string_view line) { log(log_level::warn, line); };
+    options.events_file = config_.events_file;
     options.publish = [this](std::shared_ptr<const routing::snapshot> snap,
                              std::shared_ptr<const proxy::settings> set, std::function<void()> done) {
         server_->publish(std::move(snap), std::move(set), std::move(done));
@@ -124,12 +127,34 @@ app::app(config::config cfg, std::optional<unsigned> workers, log_level level)
         throw std::runtime_error(e.what());
     }
 
+    control_plane_->set_event_listener([this](const admin::event& e) {
+        log(log_level::info, "event " + std::to_string(e.id) + " " + e.service + " " + e.kind +
+                                 " by " + e.actor + ": " + e.reason);
+        if (metrics_) {
+            metrics_->on_event(e);
+        }
+    });
+    autopilot_ = std::make_unique<admin::autopilot>(*control_plane_, *stats_);
+    control_plane_->set_reload_listener([this] { autopilot_->refresh_targets(); });
+
     server_ = std::make_unique<proxy::server>(config_, workers_, *stats_);
     server_->initialise(control_plane_->snapshot(), control_plane_->settings());
 
     try {
+        admin::metrics_sources sources;
+        sources.snapshot = [this] { return control_plane_->snapshot(); };
+        sources.stats = stats_.get();
+        sources.listeners = [this] { return server_->listeners(); };
+        sources.reloads = [this] {
+            return std::pair{control_plane_->reloads_ok(), control_plane_->reloads_failed()};
+        };
+        sources.version = std::string(version);
+        metrics_ = std::make_unique<admin::metrics>(std::move(sources));
+        admin::admin_server_options admin_options;
+        admin_options.metrics_text = [this] { return metrics_->scrape(); };
         admin_ = std::make_unique<admin::admin_server>(*control_plane_, config_.admin_listener,
-                                                        std::move(*tokens));
+                                                        std::move(*tokens),
+                                                        std::move(admin_options));
     } catch (const admin::config_error& e) {
         throw config_error(e.what());
     }
@@ -141,6 +166,7 @@ void app::start() {
     server_->start();
     admin_->start();
     admin_->set_ready(true);
+    net::post(control_, [this] { autopilot_->start(); });
     control_thread_ = std::thread([this] {
         auto guard = net::make_work_guard(control_);
         control_.run();
@@ -191,12 +217,25 @@ void app::stop() {
     server_->stop();
     if (control_thread_.joinable()) {
         run_on(control_, [this] {
+            autopilot_->stop();
             admin_->stop();
             return 0;
         });
         control_.stop();
         control_thread_.join();
     }
+}
+
+void app::reload() {
+    net::post(control_, [this] {
+        control_plane_->reload("config", [](admin::change_result result) {
+            if (result.error) {
+                log(log_level::error, "reload failed: " + result.message);
+            } else {
+                log(log_level::info, "reload done");
+            }
+        });
+    });
 }
 
 std::uint16_t app::listener_port(std::size_t index) const { return server_->listener_port(index); }
@@ -216,6 +255,16 @@ std::string app::status_summary() {
                 out += ' ' + p.name + '=' + std::to_string(p.weight);
             }
             out += " gen " + std::to_string(svc.generation);
+            const auto& state = control_plane_->state().services.at(svc.name);
+            if (state.rollout.state != admin::rollout_state::idle) {
+                out += " rollout " + std::string(admin::to_string(state.rollout.state));
+                if (!state.rollout.pool.empty()) {
+                    out += " (" + state.rollout.pool + ")";
+                }
+                if (!state.rollout.reason.empty()) {
+                    out += ": " + state.rollout.reason;
+                }
+            }
         }
         return out;
     };
@@ -246,12 +295,16 @@ int run(const run_options& options) {
                 if (ec) {
                     return;
                 }
-                if (sig == SIGHUP || sig == SIGUSR1) {
+                if (sig == SIGHUP) {
+                    log(log_level::info, "SIGHUP: reloading " + options.config_file);
+                    a.reload();
+                    arm();
+                    return;
+                }
+                if (sig == SIGUSR1) {
                     // Caught so that the default action (exit) never takes the
-                    // proxy down; reload and log reopening land with the
-                    // operations issue.
-                    log(log_level::warn, std::string(sig == SIGHUP ? "SIGHUP" : "SIGUSR1") +
-                                             " ignored: not supported by this build yet");
+                    // proxy down; log reopening lands with the access log.
+                    log(log_level::warn, "SIGUSR1 ignored: there is no access log to reopen yet");
                     arm();
                     return;
                 }
@@ -273,11 +326,5 @@ int run(const run_options& options) {
     }
 }
 
-int run_ctl(const std::vector<std::string>&) {
-    std::cerr << "switchyard ctl: not implemented yet (issue: operating it); use the admin API "
-                 "directly, e.g. curl -H 'Authorization: Bearer TOKEN' "
-                 "http://127.0.0.1:9901/api/v1/services\n";
-    return 1;
-}
 
 }  // namespace switchyard::cli

@@ -21,7 +21,9 @@
 
 namespace switchyard::admin {
 class admin_server;
+class autopilot;
 class control_plane;
+class metrics;
 class state_store;
 }  // namespace switchyard::admin
 namespace switchyard::health {
@@ -32,6 +34,8 @@ class server;
 }
 
 namespace switchyard::cli {
+
+inline constexpr std::string_view version = "0.1.0";
 
 enum class log_level { debug, info, warn, error };
 std::optional<log_level> parse_log_level(std::string_view text);
@@ -72,6 +76,9 @@ public:
     void drain_and_stop();
     // Immediate stop.
     void stop();
+    // SIGHUP: reloads the config file on the control thread (asynchronous;
+    // the outcome is logged). Any thread.
+    void reload();
 
     std::uint16_t listener_port(std::size_t index) const;
     std::uint16_t admin_port() const;
@@ -86,6 +93,8 @@ private:
     std::unique_ptr<health::stats_registry> stats_;
     std::unique_ptr<admin::state_store> store_;
     std::unique_ptr<admin::control_plane> control_plane_;
+    std::unique_ptr<admin::autopilot> autopilot_;
+    std::unique_ptr<admin::metrics> metrics_;
     std::unique_ptr<proxy::server> server_;
     std::unique_ptr<admin::admin_server> admin_;
     std::thread control_thread_;

@@ -255,7 +255,10 @@ int run_demo(const demo_options& options) {
                   << proxy.listener_port(0) << "/\n"
                   << "       curl -s -X PUT -d '{\"weights\":{\"canary\":50}}' http://127.0.0.1:"
                   << proxy.admin_port() << "/api/v1/services/asset-anchor-api/weights\n"
-                  << "  at t=15s the canary starts failing 40 % of its requests.\n";
+                  << "  at t=15s the canary starts failing 40 % of its requests; the guard\n"
+                  << "  reverts it by itself (canary weight 0, rollout reverted, with the reason).\n"
+                  << "  Clients see few of those failures: retry_on_stable retries a failed GET\n"
+                  << "  on blue (the failure still counts for the guard).\n";
 
         net::io_context load;
         std::atomic<bool> stop{false};
@@ -274,6 +277,7 @@ int run_demo(const demo_options& options) {
             }
         });
         const auto started = std::chrono::steady_clock::now();
+        bool reverted_shown = false;
         for (int second = 1;; ++second) {
             control.run_for(std::chrono::seconds(1));
             if (interrupted) {
@@ -308,8 +312,16 @@ int run_demo(const demo_options& options) {
             if (failed) {
                 line += " | client failures " + std::to_string(failed);
             }
-            line += " | " + proxy.status_summary();
+            const std::string summary = proxy.status_summary();
+            const auto reason_at = summary.find(": ");
+            // The reason once, on its own line; the status lines stay short.
+            line += " | " + (reverted_shown ? summary.substr(0, reason_at) : summary);
             std::cout << line << std::endl;
+            if (!reverted_shown && summary.find("reverted") != std::string::npos) {
+                reverted_shown = true;
+                std::cout << "t=" << second
+                          << "s  >>> the guard reverted the canary by itself; no human was paged\n";
+            }
             if (options.duration &&
                 std::chrono::steady_clock::now() - started >= *options.duration) {
                 break;

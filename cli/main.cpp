@@ -14,7 +14,6 @@
 
 namespace {
 
-constexpr std::string_view version = "switchyard 0.1.0";
 
 constexpr std::string_view usage = R"(usage:
   switchyard run --config FILE [--workers N] [--log-level debug|info|warn|error]
@@ -137,7 +136,7 @@ int main(int argc, char** argv) {
     }
     const std::string command = args.front();
     if (command == "--version" || command == "version") {
-        std::cout << version << "\n";
+        std::cout << "switchyard " << switchyard::cli::version << "\n";
         return 0;
     }
     if (command == "--help" || command == "-h" || command == "help") {

@@ -51,7 +51,7 @@ case "${1:-}" in
     shift
     setup
     build build/release Release OFF
-    exec build/release/switchyard demo "$@"
+    exec build/release/cli/switchyard demo "$@"
     ;;
   test)
     setup
