@@ -15,9 +15,13 @@ packages=(
   openssl curl
 )
 
-setup() {
+# The tests also check the /metrics exposition with promtool (Debian package
+# `prometheus`); the demo does not need it.
+test_packages=(prometheus)
+
+setup() {  # setup [EXTRA_PACKAGE...]
   local missing=()
-  for p in "${packages[@]}"; do
+  for p in "${packages[@]}" "$@"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
       missing+=("$p")
     fi
@@ -54,7 +58,7 @@ case "${1:-}" in
     exec build/release/cli/switchyard demo "$@"
     ;;
   test)
-    setup
+    setup "${test_packages[@]}"
     build build/test RelWithDebInfo ON
     # Sanitizer settings: fail on the first report, keep leaks checked.
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
