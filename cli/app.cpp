@@ -21,6 +21,7 @@
 #include "admin/control_plane.hpp"
 #include "admin/state_store.hpp"
 #include "health/stats.hpp"
+#include "proxy/access_log.hpp"
 #include "proxy/server.hpp"
 
 namespace switchyard::cli {
@@ -137,7 +138,8 @@ app::app(config::config cfg, std::optional<unsigned> workers, log_level level)
     autopilot_ = std::make_unique<admin::autopilot>(*control_plane_, *stats_);
     control_plane_->set_reload_listener([this] { autopilot_->refresh_targets(); });
 
-    server_ = std::make_unique<proxy::server>(config_, workers_, *stats_);
+    access_log_ = proxy::make_access_log(config_.access_log);
+    server_ = std::make_unique<proxy::server>(config_, workers_, *stats_, access_log_.get());
     server_->initialise(control_plane_->snapshot(), control_plane_->settings());
 
     try {
@@ -238,6 +240,19 @@ void app::reload() {
     });
 }
 
+void app::reopen_access_log() {
+    if (!access_log_) {
+        log(log_level::info, "SIGUSR1: the access log is off, nothing to reopen");
+        return;
+    }
+    std::string error;
+    if (access_log_->reopen(error)) {
+        log(log_level::info, "SIGUSR1: reopened the access log " + access_log_->target());
+    } else {
+        log(log_level::warn, error);
+    }
+}
+
 std::uint16_t app::listener_port(std::size_t index) const { return server_->listener_port(index); }
 
 std::uint16_t app::admin_port() const { return admin_->port(); }
@@ -302,9 +317,7 @@ int run(const run_options& options) {
                     return;
                 }
                 if (sig == SIGUSR1) {
-                    // Caught so that the default action (exit) never takes the
-                    // proxy down; log reopening lands with the access log.
-                    log(log_level::warn, "SIGUSR1 ignored: there is no access log to reopen yet");
+                    a.reopen_access_log();
                     arm();
                     return;
                 }

@@ -30,6 +30,7 @@ namespace switchyard::health {
 class stats_registry;
 }
 namespace switchyard::proxy {
+class access_log_sink;
 class server;
 }
 
@@ -79,6 +80,9 @@ public:
     // SIGHUP: reloads the config file on the control thread (asynchronous;
     // the outcome is logged). Any thread.
     void reload();
+    // SIGUSR1: reopens the access log file (log rotation); a failure keeps
+    // the old file and is logged. Any thread.
+    void reopen_access_log();
 
     std::uint16_t listener_port(std::size_t index) const;
     std::uint16_t admin_port() const;
@@ -95,6 +99,7 @@ private:
     std::unique_ptr<admin::control_plane> control_plane_;
     std::unique_ptr<admin::autopilot> autopilot_;
     std::unique_ptr<admin::metrics> metrics_;
+    std::unique_ptr<proxy::access_log_sink> access_log_;  // null when off; outlives server_
     std::unique_ptr<proxy::server> server_;
     std::unique_ptr<admin::admin_server> admin_;
     std::thread control_thread_;

@@ -298,6 +298,12 @@ void pool_shard::record_upstream_error(upstream_error_kind kind) {
     bump(upstream_errors_[static_cast<std::size_t>(kind)]);
 }
 
+void pool_shard::record_local_response(unsigned status) {
+    if (status >= 100 && status < 600) {
+        bump(by_class_[status / 100 - 1]);
+    }
+}
+
 void pool_shard::collect(clock::time_point now, clock::duration window, window_summary& out) const {
     const std::int64_t width = slot_width_.count();
     const auto count = static_cast<std::int64_t>(slot_count_);

@@ -116,6 +116,10 @@ public:
     void record(clock::time_point now, std::chrono::microseconds latency, outcome result,
                 unsigned status, bool judged);
     void record_upstream_error(upstream_error_kind kind);
+    // A response the proxy made itself for this pool, with no upstream
+    // exchange (503: no usable endpoint). Counts in the totals by status
+    // class only: not in the durations, not in the guard's window.
+    void record_local_response(unsigned status);
 
     // Reader side: adds the slots that overlap (now - window, now] to `out`
     // (whole slots: at least the current one, at most `slot_count`) and sets

@@ -57,13 +57,14 @@ void probe_exclusive(const config::listener& l, const net::ip::tcp::endpoint& ep
 
 }  // namespace
 
-server::server(const config::config& cfg, unsigned workers, health::stats_registry& stats) {
+server::server(const config::config& cfg, unsigned workers, health::stats_registry& stats,
+               access_log_sink* access_log) {
     if (workers == 0) {
         workers = 1;
     }
     workers_.reserve(workers);
     for (unsigned i = 0; i < workers; ++i) {
-        workers_.push_back(std::make_unique<worker>(i, stats));
+        workers_.push_back(std::make_unique<worker>(i, stats, access_log));
     }
     for (std::size_t li = 0; li < cfg.listeners.size(); ++li) {
         const auto& l = cfg.listeners[li];

@@ -25,6 +25,7 @@
 namespace switchyard::proxy {
 
 class worker;
+class access_log_sink;
 
 struct startup_error : std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -47,8 +48,11 @@ struct listener_counters {
 
 class server {
 public:
-    // Binds every listener on every worker (does not accept yet).
-    server(const config::config& cfg, unsigned workers, health::stats_registry& stats);
+    // Binds every listener on every worker (does not accept yet). Workers
+    // write the access log to `access_log` when it is not null; it must
+    // outlive the server.
+    server(const config::config& cfg, unsigned workers, health::stats_registry& stats,
+           access_log_sink* access_log = nullptr);
     ~server();
     server(const server&) = delete;
     server& operator=(const server&) = delete;

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "proxy/access_log.hpp"
 #include "proxy/headers.hpp"
 #include "proxy/worker.hpp"
 
@@ -160,7 +161,45 @@ net::awaitable<void> session::respond_error(unsigned status, std::string_view wh
     res.keep_alive(!close && !drain_);
     res.prepare_payload();
     stream_.expires_after(worker_.config().limit.send_timeout);
-    co_await http::async_write(stream_, res, use_tuple);
+    log_.status = status;
+    auto [ec, n] = co_await http::async_write(stream_, res, use_tuple);
+    if (!ec) {
+        log_.bytes_sent = res.body().size();
+    }
+}
+
+void session::log_access() {
+    auto& out = worker_.access_log();
+    if (!out.enabled() || log_.status == 0) {
+        return;
+    }
+    access_entry e;
+    const auto& req = parser_->get();
+    if (log_.parsed) {
+        e.has_request = true;
+        e.method = req.method_string();
+        e.path = req.target();
+        // The client's id, or the one add_forwarding set for the upstream.
+        if (const auto it = req.find("X-Request-Id"); it != req.end()) {
+            e.request_id = it->value();
+        }
+    }
+    e.status = log_.status;
+    if (log_.service != nullptr) {
+        e.service = log_.service->name;
+    }
+    if (log_.pool != nullptr) {
+        e.pool = log_.pool->name;
+    }
+    if (log_.endpoint != nullptr) {
+        e.endpoint = log_.endpoint->address;
+    }
+    e.upstream_us = log_.upstream_us;
+    e.total_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - log_.started).count();
+    e.bytes_sent = log_.bytes_sent;
+    e.bytes_received = log_.bytes_received;
+    out.append(e);
 }
 
 net::awaitable<bool> session::serve_one() {
@@ -196,6 +235,18 @@ net::awaitable<bool> session::serve_one() {
     chunk_guard_.bad = false;
     parser.on_chunk_header(chunk_guard_);
 
+    log_ = {};
+    if (worker_.access_log().enabled()) {
+        log_.started = clock::now();
+    }
+    // Declared before the guard so that the line is written while the
+    // snapshot it points into is still pinned.
+    std::optional<route_lease> lease;
+    struct access_guard {
+        session& s;
+        ~access_guard() { s.log_access(); }
+    } logged{*this};
+
     // The whole header must arrive within header_timeout of its first byte.
     stream_.expires_after(limits.header_timeout);
     auto [ec, header_bytes] = co_await http::async_read_header(stream_, buffer_, parser, use_tuple);
@@ -225,6 +276,7 @@ net::awaitable<bool> session::serve_one() {
         co_return false;
     }
 
+    log_.parsed = true;
     auto& req = parser.get();
     const auto verdict = validate_request(req, header_bytes, limits);
     if (verdict != request_error::ok) {
@@ -232,8 +284,8 @@ net::awaitable<bool> session::serve_one() {
         co_return false;
     }
 
-    route_lease lease{worker_};
-    const route_epoch& epoch = lease.epoch();
+    lease.emplace(worker_);
+    const route_epoch& epoch = lease->epoch();
     std::string_view host = req[http::field::host];
     std::string_view target = req.target();
     if (target.starts_with("http://") || target.starts_with("https://")) {
@@ -257,6 +309,7 @@ net::awaitable<bool> session::serve_one() {
         co_await respond_error(404, "no service matches this host and path", has_body);
         co_return !has_body && req.keep_alive() && !drain_;
     }
+    log_.service = svc;
     co_return co_await proxy_request(epoch, *svc);
 }
 
@@ -351,6 +404,9 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
     const auto choice = routing::choose_pool(svc, pick);
     const bool has_body = parser.chunked() || parser.content_length().value_or(0) > 0;
     if (choice.chosen == nullptr) {
+        // Counted for the stable pool (SPEC §4: every error response the
+        // proxy makes counts for its service and pool).
+        worker_.stats(svc.pools[svc.stable].id).record_local_response(503);
         co_await respond_error(503, "no healthy pool can serve this service", has_body, "5");
         co_return !has_body && req.keep_alive() && !drain_;
     }
@@ -388,15 +444,18 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
     const auto record = [&](const routing::pool& p, clock::time_point started, health::outcome result,
                             unsigned status) {
         const auto now = clock::now();
-        worker_.stats(p.id).record(
-            now, std::chrono::duration_cast<std::chrono::microseconds>(now - started), result, status,
-            judged);
+        const auto latency = std::chrono::duration_cast<std::chrono::microseconds>(now - started);
+        log_.upstream_us = latency.count();
+        worker_.stats(p.id).record(now, latency, result, status, judged);
     };
 
     for (;;) {
         const routing::endpoint* ep = routing::choose_endpoint(
             *pool, svc.balance_policy, worker_.balancer(), rng(), failed);
+        log_.pool = pool;
+        log_.endpoint = ep;
         if (ep == nullptr) {
+            worker_.stats(pool->id).record_local_response(503);
             co_await respond_error(503, "no healthy endpoint in the chosen pool", true, "5");
             co_return false;
         }
@@ -500,6 +559,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
                         co_return false;
                     }
                     req.body().size = buf_size - req.body().size;
+                    log_.bytes_received += req.body().size;
                     req.body().data = buf;
                     req.body().more = !parser.is_done();
                 } else {
@@ -647,12 +707,14 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         res.body().more = !rp.is_done();
         http::response_serializer<http::buffer_body> rsr{res};
         stream_.expires_after(cfg.limit.send_timeout);
+        log_.status = status;
         auto [wec, wn] = co_await http::async_write_header(stream_, rsr, use_tuple);
         if (wec) {
             record(*pool, sent_at, outcome_of_status(status), status);
             co_return false;  // the client went away; conn is dropped
         }
         bool upstream_failed = false;
+        std::size_t piece = 0;  // body bytes in the serializer's buffer
         auto finished_at = clock::now();
         if (rp.is_done()) {
             finished_at = clock::now();
@@ -681,6 +743,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
                 res.body().size = buf_size - res.body().size;
                 res.body().data = buf;
                 res.body().more = !rp.is_done();
+                piece = res.body().size;
                 if (rp.is_done()) {
                     finished_at = clock::now();
                 }
@@ -688,6 +751,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
                 res.body().data = nullptr;
                 res.body().size = 0;
                 res.body().more = false;
+                piece = 0;
             }
             stream_.expires_after(cfg.limit.send_timeout);
             auto [dec, dn] = co_await http::async_write(stream_, rsr, use_tuple);
@@ -698,6 +762,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
                 record(*pool, sent_at, outcome_of_status(status), status);
                 co_return false;  // the client went away
             }
+            log_.bytes_sent += piece;
         }
         if (upstream_failed) {
             stream_.close();
@@ -706,6 +771,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         {
             const auto latency =
                 std::chrono::duration_cast<std::chrono::microseconds>(finished_at - sent_at);
+            log_.upstream_us = latency.count();
             worker_.stats(pool->id).record(finished_at, latency, outcome_of_status(status), status,
                                            judged);
         }

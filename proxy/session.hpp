@@ -17,6 +17,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/intrusive/list_hook.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -58,6 +59,8 @@ private:
     net::awaitable<void> respond_error(unsigned status, std::string_view why, bool close,
                                        const char* retry_after = nullptr);
     net::awaitable<void> lingering_close();
+    // Appends the request just answered to the worker's access log (when on).
+    void log_access();
     net::awaitable<upstream_ptr> connect(const routing::endpoint& ep,
                                          std::chrono::milliseconds timeout,
                                          boost::system::error_code& ec);
@@ -81,6 +84,22 @@ private:
     upstream_connection* upstream_ = nullptr;  // the one in use, for abort()
     bool idle_ = true;
     bool drain_ = false;
+
+    // What the access log says about the request in progress. Pointers are
+    // into the snapshot the request's route_lease pins; the line is written
+    // before that lease ends.
+    struct access_record {
+        std::chrono::steady_clock::time_point started;  // first byte of the header
+        const routing::service* service = nullptr;
+        const routing::pool* pool = nullptr;
+        const routing::endpoint* endpoint = nullptr;
+        std::int64_t upstream_us = -1;
+        std::uint64_t bytes_sent = 0;
+        std::uint64_t bytes_received = 0;
+        unsigned status = 0;  // 0: no response was attempted, nothing is logged
+        bool parsed = false;  // the request header was parsed
+    };
+    access_record log_;
 };
 
 }  // namespace switchyard::proxy

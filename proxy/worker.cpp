@@ -65,12 +65,14 @@ void buffer_pool::release(buffer b) {
     }
 }
 
-worker::worker(unsigned index, health::stats_registry& stats)
+worker::worker(unsigned index, health::stats_registry& stats, access_log_sink* access_log)
     : index_(index),
       work_(net::make_work_guard(ioc_)),
       stats_(stats),
       random_(std::random_device{}() ^ (std::uint64_t{index} << 32)),
-      sweep_timer_(ioc_) {}
+      sweep_timer_(ioc_),
+      access_log_(access_log),
+      flush_timer_(ioc_) {}
 
 worker::~worker() { stop(); }
 
@@ -110,6 +112,9 @@ void worker::start() {
         });
     }
     sweep_idle();
+    if (access_log_.enabled()) {
+        flush_access_log();
+    }
     thread_ = std::thread([this] {
         // A bug that throws out of a handler must not take the worker down
         // with every connection it serves: log it and keep running.
@@ -137,11 +142,15 @@ void worker::stop() {
         for (auto& s : sessions_) {
             s.abort();
         }
+        stopping_ = true;
         sweep_timer_.cancel();
+        flush_timer_.cancel();
         upstreams_.clear();
         work_.reset();
     });
     thread_.join();
+    // Every session has unwound and logged: nothing is lost at exit.
+    access_log_.flush();
 }
 
 void worker::apply(std::shared_ptr<const routing::snapshot> snap,
@@ -261,6 +270,18 @@ void worker::sweep_idle() {
         const auto idle = current_ ? current_->set->limit.idle_timeout : std::chrono::seconds(60);
         upstreams_.sweep(idle);
         sweep_idle();
+    });
+}
+
+void worker::flush_access_log() {
+    // A quiet worker's last lines reach the file within 250 ms.
+    flush_timer_.expires_after(std::chrono::milliseconds(250));
+    flush_timer_.async_wait([this](boost::system::error_code ec) {
+        if (ec || stopping_) {
+            return;
+        }
+        access_log_.flush();
+        flush_access_log();
     });
 }
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "health/stats.hpp"
+#include "proxy/access_log.hpp"
 #include "proxy/server.hpp"
 #include "proxy/session.hpp"
 #include "proxy/upstream_pool.hpp"
@@ -81,7 +82,8 @@ struct listener_slot {
 
 class worker {
 public:
-    worker(unsigned index, health::stats_registry& stats);
+    // `access_log` may be null (no access log); it outlives the worker.
+    worker(unsigned index, health::stats_registry& stats, access_log_sink* access_log = nullptr);
     ~worker();
     worker(const worker&) = delete;
     worker& operator=(const worker&) = delete;
@@ -113,6 +115,7 @@ public:
     fast_random& random() { return random_; }
     bool draining() const { return draining_; }
     listener_slot& listener(std::size_t i) { return *listeners_[i]; }
+    access_log_buffer& access_log() { return access_log_; }
 
     void session_started(session* s);
     void session_ended(session* s);
@@ -123,6 +126,7 @@ public:
 private:
     net::awaitable<void> accept_loop(std::size_t listener);
     void sweep_idle();
+    void flush_access_log();
 
     unsigned index_;
     net::io_context ioc_{1};
@@ -137,9 +141,12 @@ private:
     buffer_pool buffers_;
     fast_random random_;
     net::steady_timer sweep_timer_;
+    access_log_buffer access_log_;
+    net::steady_timer flush_timer_;
     boost::intrusive::list<session, boost::intrusive::constant_time_size<false>> sessions_;
     bool draining_ = false;
     bool accepting_ = true;
+    bool stopping_ = false;
 };
 
 // Pins the worker's current epoch for the life of one request.

@@ -474,6 +474,13 @@ TEST_F(guard_e2e, NoPoolCanServeIs503WithRetryAfter) {
     }
     EXPECT_EQ(one.request_count() + two.request_count(), served_before)
         << "no request reached an unhealthy endpoint";
+    // The proxy's own 503s count for the service and its pool (SPEC §4, §7).
+    const http_response metrics = admin.request("GET", "/metrics");
+    ASSERT_EQ(metrics.status, 200u);
+    EXPECT_NE(metrics.body.find(
+                  "switchyard_requests_total{service=\"app\",pool=\"blue\",code=\"5xx\"} 5"),
+              std::string::npos)
+        << metrics.body.substr(0, 2000);
 
     two.set_health_status(200);
     http_response last;
