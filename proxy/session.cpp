@@ -449,9 +449,21 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         worker_.stats(p.id).record(now, latency, result, status, judged);
     };
 
+    bool rechosen = false;
     for (;;) {
         const routing::endpoint* ep = routing::choose_endpoint(
             *pool, svc.balance_policy, worker_.balancer(), rng(), failed);
+        if (ep == nullptr && failed == nullptr && !rechosen && !choice.overridden) {
+            // The pool lost its last usable endpoint between the pool choice
+            // and now (a health check or an ejection on another thread):
+            // choose again, which gives its share to the pools that can serve.
+            rechosen = true;
+            const auto again = routing::choose_pool(svc, pick);
+            if (again.chosen != nullptr && again.chosen != pool) {
+                pool = again.chosen;
+                continue;
+            }
+        }
         log_.pool = pool;
         log_.endpoint = ep;
         if (ep == nullptr) {
