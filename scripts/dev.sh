@@ -66,8 +66,20 @@ case "${1:-}" in
     ctest --test-dir build/test --output-on-failure -j "$(jobs)" --timeout 600
     ;;
   bench)
+    # scripts/dev.sh bench [micro|compare|memory]  (BENCHMARKS.md)
+    #   micro    Google Benchmark hot-path pieces, allocs_per_op counters (default)
+    #   compare  bench/compare.sh: switchyard vs nginx vs HAProxy, end to end
+    #   memory   bench/memory.sh: 1 GiB bodies and 10,000 idle connections
+    case "${2:-micro}" in
+      compare) exec bench/compare.sh ;;
+      memory) exec bench/memory.sh ;;
+      micro) ;;
+      *) echo "usage: scripts/dev.sh bench [micro|compare|memory]" >&2; exit 2 ;;
+    esac
     setup
-    cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DSWITCHYARD_BUILD_TESTS=OFF \
+    generator=()
+    if [[ ! -f build/bench/CMakeCache.txt ]]; then generator=(-G Ninja); fi
+    cmake -S . -B build/bench "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSWITCHYARD_BUILD_TESTS=OFF \
           -DSWITCHYARD_BUILD_BENCH=ON >/dev/null
     cmake --build build/bench -j "$(jobs)"
     for b in build/bench/bench/*_benchmark; do "$b"; done
