@@ -3,6 +3,7 @@
 #   scripts/dev.sh demo   install what is missing, build (release), run `switchyard demo`
 #   scripts/dev.sh test   install what is missing, build (ASan+UBSan), run every test
 # Also: scripts/dev.sh setup | build | bench
+#   scripts/dev.sh fuzz [SECONDS] [LIBFUZZER_FLAG...]   the request fuzzer (tests/fuzz/README.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,9 @@ packages=(
 # The tests also check the /metrics exposition with promtool (Debian package
 # `prometheus`); the demo does not need it.
 test_packages=(prometheus)
+
+# The fuzz target needs clang and its libFuzzer runtime (bookworm: clang 14).
+fuzz_packages=(clang libclang-rt-14-dev)
 
 setup() {  # setup [EXTRA_PACKAGE...]
   local missing=()
@@ -84,8 +88,28 @@ case "${1:-}" in
     cmake --build build/bench -j "$(jobs)"
     for b in build/bench/bench/*_benchmark; do "$b"; done
     ;;
+  fuzz)
+    # Runs tests/fuzz/request_fuzzer for SECONDS (default 600) from the seeds
+    # in tests/fuzz/corpus; inputs it finds interesting go to build/fuzz/corpus
+    # (the seeds stay untouched), findings to build/fuzz/artifacts/. It stops
+    # at the first finding (exit code non-zero); extra arguments go to libFuzzer.
+    shift
+    seconds=${1:-600}
+    shift || true
+    setup "${fuzz_packages[@]}"
+    CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DSWITCHYARD_SANITIZE=ON -DSWITCHYARD_FUZZ=ON -DSWITCHYARD_BUILD_TESTS=OFF \
+        -DSWITCHYARD_BUILD_BENCH=OFF >/dev/null
+    cmake --build build/fuzz -j "$(jobs)" --target request_fuzzer
+    mkdir -p build/fuzz/corpus build/fuzz/artifacts
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    exec build/fuzz/tests/fuzz/request_fuzzer -max_total_time="$seconds" -timeout=20 \
+        -artifact_prefix=build/fuzz/artifacts/ -print_final_stats=1 -print_funcs=0 "$@" \
+        build/fuzz/corpus tests/fuzz/corpus
+    ;;
   *)
-    echo "usage: scripts/dev.sh demo|test|setup|build|bench" >&2
+    echo "usage: scripts/dev.sh demo|test|setup|build|bench|fuzz [SECONDS]" >&2
     exit 2
     ;;
 esac
