@@ -7,6 +7,7 @@
 // bad_alloc) still becomes an error, never an escape to the caller.
 
 #include "config/config.hpp"
+#include "config/tls.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -710,16 +711,39 @@ class loader {
     listener_tls read_listener_tls(const field& f) {
         map_reader m(diag_, f.value, "'tls'", f.key_at, {"cert", "key", "min_version"});
         listener_tls tls;
+        bool files_readable = true;
+        mark cert_at;
+        mark key_at;
         if (const field* c = m.require("cert", "'tls'")) {
             if (auto path = read_.string(*c, false)) {
                 tls.cert = *path;
                 read_.readable(*c, tls.cert, "tls cert");
+                files_readable = files_readable && !unreadable(tls.cert);
+                cert_at = c->value_at();
+            } else {
+                files_readable = false;
             }
+        } else {
+            files_readable = false;
         }
         if (const field* k = m.require("key", "'tls'")) {
             if (auto path = read_.string(*k, false)) {
                 tls.key = *path;
                 read_.readable(*k, tls.key, "tls key");
+                files_readable = files_readable && !unreadable(tls.key);
+                key_at = k->value_at();
+            } else {
+                files_readable = false;
+            }
+        } else {
+            files_readable = false;
+        }
+        // Readable is not enough: the listeners load these files with
+        // OpenSSL, so a bad PEM or a key of another certificate fails here
+        // (check, startup, reload) rather than on the first handshake.
+        if (files_readable) {
+            if (auto loaded = check_tls_pair(tls); !loaded) {
+                diag_.error(loaded.fault == tls_fault::cert ? cert_at : key_at, loaded.message);
             }
         }
         if (const field* v = m.get("min_version")) {
