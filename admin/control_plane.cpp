@@ -50,6 +50,8 @@ public:
                 return "conflict with the service's state";
             case error::invalid_config:
                 return "the config file is invalid";
+            case error::listener_failed:
+                return "a listener could not be bound";
         }
         return "admin error";
     }
@@ -231,6 +233,7 @@ unsigned http_status(std::error_code ec) {
             return 400;
         case error::state_not_saved:
         case error::snapshot_failed:
+        case error::listener_failed:
             return 500;
         case error::conflict:
             return 409;
@@ -1237,11 +1240,12 @@ void control_plane::health_changed(const std::string& service, const std::string
 namespace {
 
 // What a reload cannot apply to a running process, in words; empty: nothing.
-std::string restart_only_changes(const config::config& now, const config::config& next) {
+std::string restart_only_changes(const config::config& now, const config::config& next,
+                                 bool listeners_too) {
     std::string out;
     const auto note = [&out](const std::string& what) { out += out.empty() ? what : ", " + what; };
-    bool listeners_differ = now.listeners.size() != next.listeners.size();
-    for (std::size_t i = 0; !listeners_differ && i < now.listeners.size(); ++i) {
+    bool listeners_differ = listeners_too && now.listeners.size() != next.listeners.size();
+    for (std::size_t i = 0; listeners_too && !listeners_differ && i < now.listeners.size(); ++i) {
         const auto& a = now.listeners[i];
         const auto& b = next.listeners[i];
         listeners_differ = a.name != b.name || a.address != b.address ||
@@ -1292,8 +1296,25 @@ void control_plane::reload(std::string actor, change_handler done) {
         e.id = ++candidate.last_event_id;
         e.time = time;
     }
-    const std::string later = restart_only_changes(config_, next_config);
+    const std::string later =
+        restart_only_changes(config_, next_config, !static_cast<bool>(options_.listeners));
+    // Bound (not yet serving) before anything else is decided, so that a
+    // port in use fails the reload with nothing changed.
+    listener_update listeners;
+    if (options_.listeners) {
+        try {
+            listeners = options_.listeners(next_config.listeners);
+        } catch (const std::exception& e) {
+            ++reloads_failed_;
+            warn(std::string("reload refused: ") + e.what());
+            return fail(std::move(done), error::listener_failed,
+                        std::string(e.what()) + "; nothing was changed");
+        }
+    }
     std::string reason = "configuration reloaded from " + next_config.file;
+    if (!listeners.summary.empty()) {
+        reason += "; " + listeners.summary;
+    }
     if (!later.empty()) {
         reason += "; changes to " + later + " take effect at the next start";
     }
@@ -1313,9 +1334,13 @@ void control_plane::reload(std::string actor, change_handler done) {
         warn(why);
         return fail(std::move(done), error::state_not_saved, why + "; nothing was changed");
     }
-    // Listeners, admin and workers stay as they are until a restart; every
-    // other setting takes effect now.
-    next_config.listeners = config_.listeners;
+    // Admin and workers stay as they are until a restart (listeners too
+    // without options_.listeners); every other setting takes effect now.
+    if (listeners.commit) {
+        listeners.commit();
+    } else {
+        next_config.listeners = config_.listeners;
+    }
     next_config.admin_listener = config_.admin_listener;
     next_config.workers = config_.workers;
     next_config.state_file = config_.state_file;

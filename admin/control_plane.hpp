@@ -68,6 +68,7 @@ enum class error {
     conflict,             // 409: the smoke test failed, or the action does not fit
                           //      the service's state (pause with no rollout, ...)
     invalid_config,       // 400: a reload found errors in the config file
+    listener_failed,      // 500: a reload could not bind a changed listener
 };
 
 const std::error_category& error_category();
@@ -215,6 +216,19 @@ using publish_function =
     std::function<void(std::shared_ptr<const routing::snapshot>,
                        std::shared_ptr<const proxy::settings>, std::function<void()> done)>;
 
+// A reload's listener change, prepared (bound) by listeners_function and
+// applied by `commit` once the rest of the reload has succeeded; dropping it
+// uncommitted closes what it bound.
+struct listener_update {
+    std::function<void()> commit;
+    std::string summary;  // "listener public moved to 127.0.0.1:9000"; "" when none moved
+};
+// Binds what changed among `listeners` (proxy::server::prepare_listeners);
+// throws std::exception with one sentence naming the listener and address
+// when it cannot, nothing changed.
+using listeners_function =
+    std::function<listener_update(const std::vector<config::listener>& listeners)>;
+
 struct control_plane_options {
     publish_function publish;                   // empty: no data plane, changes complete at once
     state_store* store = nullptr;               // borrowed; nullptr: state lives in memory only
@@ -223,6 +237,7 @@ struct control_plane_options {
     std::size_t events_kept = 10000;            // in-memory event log length
     smoke_function smoke;                       // empty: real requests (health::probe)
     std::string events_file;                    // JSON lines appended per event; empty: none
+    listeners_function listeners;               // empty: listener changes wait for a restart
 };
 
 struct control_plane_error : std::runtime_error {
@@ -313,8 +328,11 @@ public:
     // Invalid: error::invalid_config with every error, nothing changed.
     // Valid: routing, pools, health checks, guard and limits swap at once;
     // weights follow reconcile() (runtime decisions survive, edits win);
-    // `listeners`, `admin` and `workers` take effect at the next start (the
-    // event's reason says so when they changed). `actor` is "admin" or "config".
+    // `listeners` change through options.listeners (bound before anything
+    // else changes; a failure is error::listener_failed, nothing changed),
+    // or at the next start without it; `admin`, `workers` and `state_file`
+    // take effect at the next start (the event's reason says so when they
+    // changed). `actor` is "admin" or "config".
     void reload(std::string actor, change_handler done);
     template <class CompletionToken>
     auto async_reload(std::string actor, CompletionToken&& token) {

@@ -121,6 +121,14 @@ app::app(config::config cfg, std::optional<unsigned> workers, log_level level)
                              std::shared_ptr<const proxy::settings> set, std::function<void()> done) {
         server_->publish(std::move(snap), std::move(set), std::move(done));
     };
+    // A reload binds changed listeners before anything else changes; the
+    // server exists by the time a reload can run (after start()).
+    options.listeners = [this](const std::vector<config::listener>& next) {
+        admin::listener_update update;
+        auto plan = server_->prepare_listeners(next, update.summary);
+        update.commit = [this, plan] { server_->commit_listeners(plan); };
+        return update;
+    };
     try {
         control_plane_ =
             std::make_unique<admin::control_plane>(control_.get_executor(), config_, options);

@@ -76,10 +76,15 @@ worker::worker(unsigned index, health::stats_registry& stats, access_log_sink* a
 
 worker::~worker() { stop(); }
 
-void worker::add_listener(const std::string& name, bool tls, const net::ip::tcp::endpoint& endpoint) {
+std::unique_ptr<listener_slot> worker::bind_listener(
+    const std::string& name, std::unique_ptr<boost::asio::ssl::context> tls_context,
+    const net::ip::tcp::endpoint& endpoint) {
+    // Opening registers the socket with this worker's reactor, which is
+    // thread-safe; from here on only the worker thread touches the slot.
     auto slot = std::make_unique<listener_slot>(ioc_);
     slot->name = name;
-    slot->tls = tls;
+    slot->tls = tls_context != nullptr;
+    slot->tls_context = std::move(tls_context);
     auto& acceptor = slot->acceptor;
     acceptor.open(endpoint.protocol());
     acceptor.set_option(net::socket_base::reuse_address(true));
@@ -92,24 +97,37 @@ void worker::add_listener(const std::string& name, bool tls, const net::ip::tcp:
     }
     acceptor.bind(endpoint);
     acceptor.listen(net::socket_base::max_listen_connections);
+    return slot;
+}
+
+void worker::add_listener(std::unique_ptr<listener_slot> slot) {
+    std::lock_guard lock(listeners_mutex_);
     listeners_.push_back(std::move(slot));
 }
 
 std::uint16_t worker::local_port(std::size_t listener) const {
+    std::lock_guard lock(listeners_mutex_);
     return listeners_.at(listener)->acceptor.local_endpoint().port();
 }
 
-void worker::start() {
-    for (std::size_t i = 0; i < listeners_.size(); ++i) {
-        net::co_spawn(ioc_, accept_loop(i), [](std::exception_ptr e) {
-            if (e) {
-                try {
-                    std::rethrow_exception(e);
-                } catch (const std::exception& ex) {
-                    std::cerr << "switchyard: accept loop failed: " << ex.what() << "\n";
-                }
+void worker::spawn_accept_loop(std::size_t listener) {
+    net::co_spawn(ioc_, accept_loop(listener), [](std::exception_ptr e) {
+        if (e) {
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& ex) {
+                std::cerr << "switchyard: accept loop failed: " << ex.what() << "\n";
             }
-        });
+        }
+    });
+}
+
+void worker::start() {
+    running_ = true;
+    for (std::size_t i = 0; i < listeners_.size(); ++i) {
+        if (!listeners_[i]->closed) {
+            spawn_accept_loop(i);
+        }
     }
     sweep_idle();
     if (access_log_.enabled()) {
@@ -179,7 +197,48 @@ void worker::stop_accepting() {
     accepting_ = false;
     for (auto& l : listeners_) {
         boost::system::error_code ec;
+        l->closed = true;
         l->acceptor.close(ec);
+    }
+}
+
+void worker::change_listeners(listener_change change) {
+    for (auto& [index, context] : change.contexts) {
+        listener_slot& slot = *listeners_.at(index);
+        if (slot.closed) {
+            continue;
+        }
+        // A session reads tls_context when it starts; with none open on this
+        // slot, no session can hold a retired one any more.
+        if (slot.open.load(std::memory_order_relaxed) == 0) {
+            slot.retired_tls.clear();
+        }
+        slot.retired_tls.push_back(std::move(slot.tls_context));
+        slot.tls_context = std::move(context);
+    }
+    const std::size_t first_new = listeners_.size();
+    {
+        std::lock_guard lock(listeners_mutex_);
+        for (auto& slot : change.added) {
+            listeners_.push_back(std::move(slot));
+        }
+    }
+    // The new sockets have been listening (queueing) since they were bound:
+    // start accepting on them before the old ones close.
+    for (std::size_t i = first_new; i < listeners_.size(); ++i) {
+        if (!accepting_) {  // draining: a listener added now never opens
+            boost::system::error_code ec;
+            listeners_[i]->closed = true;
+            listeners_[i]->acceptor.close(ec);
+        } else if (running_) {
+            spawn_accept_loop(i);
+        }  // else start() spawns it
+    }
+    for (const std::size_t index : change.closed) {
+        listener_slot& slot = *listeners_.at(index);
+        boost::system::error_code ec;
+        slot.closed = true;
+        slot.acceptor.close(ec);
     }
 }
 
@@ -197,6 +256,7 @@ void worker::session_ended(session*) {
 }
 
 std::vector<listener_counters> worker::counters() const {
+    std::lock_guard lock(listeners_mutex_);
     std::vector<listener_counters> out;
     out.reserve(listeners_.size());
     for (const auto& l : listeners_) {
@@ -226,7 +286,7 @@ net::awaitable<void> run_session(worker& w, net::ip::tcp::socket socket, std::si
 net::awaitable<void> worker::accept_loop(std::size_t index) {
     auto& slot = *listeners_[index];
     net::steady_timer backoff(ioc_);
-    while (accepting_) {
+    while (accepting_ && !slot.closed) {
         const auto& limits = current_->set->limit;
         if (limits.max_connections != 0 &&
             slot.open.load(std::memory_order_relaxed) >= limits.max_connections) {

@@ -8,12 +8,14 @@
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/intrusive/list.hpp>
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -68,16 +70,35 @@ private:
     std::vector<buffer> free_;
 };
 
+// One listener on one worker. Slots are only ever appended: a session keeps
+// its slot's index for life, so a listener that a reload removes or moves is
+// closed (it stops accepting) but its slot stays, and its connections go on.
 struct listener_slot {
     std::string name;
     bool tls = false;
+    // This worker's own context (proxy/tls.hpp); a reload may replace it on
+    // the worker thread, for new connections only.
+    std::unique_ptr<boost::asio::ssl::context> tls_context;  // null for plain listeners
     net::ip::tcp::acceptor acceptor;
+    bool closed = false;  // worker thread: no longer accepting (reload or drain)
+    // Contexts replaced by a reload, kept while connections made with them
+    // may still be open on this slot (freed at a later swap when none is).
+    std::vector<std::unique_ptr<boost::asio::ssl::context>> retired_tls;
     // Written by this worker only, read by the control thread.
     std::atomic<std::uint64_t> open{0};
     std::atomic<std::uint64_t> accepted{0};
     std::atomic<std::uint64_t> unrouted{0};
 
     explicit listener_slot(net::io_context& ioc) : acceptor(ioc) {}
+};
+
+// A reload's change to one worker's listeners, applied at once on its thread.
+struct listener_change {
+    std::vector<std::unique_ptr<listener_slot>> added;  // appended in this order
+    std::vector<std::size_t> closed;                    // slots that stop accepting
+    // Fresh TLS contexts for slots that stay (certificates are re-read on
+    // every reload).
+    std::vector<std::pair<std::size_t, std::unique_ptr<boost::asio::ssl::context>>> contexts;
 };
 
 class worker {
@@ -88,9 +109,16 @@ public:
     worker(const worker&) = delete;
     worker& operator=(const worker&) = delete;
 
-    // Control thread, before start(): adds a listener bound to `endpoint`
-    // with SO_REUSEPORT. Throws boost::system::system_error.
-    void add_listener(const std::string& name, bool tls, const net::ip::tcp::endpoint& endpoint);
+    // Control thread, any time: a slot on this worker's io_context, bound to
+    // `endpoint` with SO_REUSEPORT and listening (the kernel queues
+    // connections until the worker accepts). `tls_context` null: plain.
+    // Throws boost::system::system_error.
+    std::unique_ptr<listener_slot> bind_listener(
+        const std::string& name, std::unique_ptr<boost::asio::ssl::context> tls_context,
+        const net::ip::tcp::endpoint& endpoint);
+    // Control thread, before start(): appends a slot from bind_listener.
+    void add_listener(std::unique_ptr<listener_slot> slot);
+    // Control thread, before start().
     std::uint16_t local_port(std::size_t listener) const;
 
     void start();
@@ -100,6 +128,9 @@ public:
     void apply(std::shared_ptr<const routing::snapshot> snap, std::shared_ptr<const settings> set);
     void stop_accepting();
     void begin_drain();
+    // A reload: new slots start accepting (unless draining), closed ones
+    // stop, kept TLS slots take their new contexts.
+    void change_listeners(listener_change change);
 
     net::io_context& context() { return ioc_; }
     unsigned index() const { return index_; }
@@ -121,10 +152,12 @@ public:
     void session_ended(session* s);
 
     // --- Any thread (relaxed reads of worker-written counters). ---
+    // By slot index, closed slots included.
     std::vector<listener_counters> counters() const;
 
 private:
     net::awaitable<void> accept_loop(std::size_t listener);
+    void spawn_accept_loop(std::size_t listener);
     void sweep_idle();
     void flush_access_log();
 
@@ -133,6 +166,9 @@ private:
     net::executor_work_guard<net::io_context::executor_type> work_;
     std::thread thread_;
     std::vector<std::unique_ptr<listener_slot>> listeners_;
+    // Appends (worker thread after start) against counters() on the control
+    // thread; the worker's own reads of listeners_ take no lock.
+    mutable std::mutex listeners_mutex_;
     std::unique_ptr<route_epoch> current_;
     std::vector<std::unique_ptr<route_epoch>> retired_;  // still used by requests in flight
     routing::balancer_state balancer_;
@@ -147,6 +183,7 @@ private:
     bool draining_ = false;
     bool accepting_ = true;
     bool stopping_ = false;
+    bool running_ = false;  // start() was called: new slots accept at once
 };
 
 // Pins the worker's current epoch for the life of one request.
