@@ -1,12 +1,18 @@
 // Hot reload through the real binary (SPEC §6 POST /api/v1/reload, SIGHUP):
 // under load, not one request fails and the edited weights take effect; an
-// invalid file changes nothing and says why, with FILE:LINE:COL.
+// invalid file changes nothing and says why, with FILE:LINE:COL; a changed
+// listener address is bound before the old one closes, connections made
+// before go on, and a port in use fails the reload with nothing changed.
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 #include "tests/e2e_fixture.hpp"
@@ -27,6 +33,41 @@ protected:
     }
     // Rewrites the config file in place (the ports stay those of start()).
     void rewrite(const std::string& text) { dir().write("switchyard.yaml", text); }
+
+    // The config of start() with the listener section replaced by `listeners`
+    // (the text under `listeners:`).
+    std::string with_listeners(const std::string& services_text, const std::string& listeners) {
+        std::string text = config_text(services_text, {});
+        const std::string head = "listeners:\n";
+        const auto end = text.find("admin:\n");
+        return head + listeners + text.substr(end);
+    }
+
+    // Every `listener="..."` label value in a scrape, with the line it is on.
+    static std::vector<std::pair<std::string, std::string>> listener_labels(const std::string& text) {
+        std::vector<std::pair<std::string, std::string>> out;
+        std::istringstream in(text);
+        for (std::string line; std::getline(in, line);) {
+            const auto at = line.find("listener=\"");
+            if (at == std::string::npos || line.starts_with("#")) {
+                continue;
+            }
+            const auto from = at + 10;
+            out.emplace_back(line.substr(from, line.find('"', from) - from), line);
+        }
+        return out;
+    }
+
+    // The value of the sample line starting with `series`, -1 when absent.
+    static double sample(const std::string& text, const std::string& series) {
+        std::istringstream in(text);
+        for (std::string line; std::getline(in, line);) {
+            if (line.starts_with(series + " ")) {
+                return std::stod(line.substr(series.size() + 1));
+            }
+        }
+        return -1;
+    }
 
     upstream blue_{"blue"};
     upstream canary_{"canary"};
@@ -131,6 +172,145 @@ TEST_F(reload_e2e, a_reload_keeps_runtime_weights_unless_the_file_edits_them) {
         config_event |= json_text(e, {"kind"}) == "weights" && json_text(e, {"actor"}) == "config";
     }
     EXPECT_TRUE(config_event);
+}
+
+// A TCP socket listening on a free loopback port without SO_REUSEPORT: the
+// "other process" that holds an address.
+class port_holder {
+public:
+    port_holder() {
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        addr.sin_port = 0;
+        if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+            ::listen(fd_, 4) != 0) {
+            throw std::runtime_error("port_holder: cannot listen");
+        }
+        socklen_t len = sizeof addr;
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+        port_ = ntohs(addr.sin_port);
+    }
+    ~port_holder() { ::close(fd_); }
+    port_holder(const port_holder&) = delete;
+    port_holder& operator=(const port_holder&) = delete;
+    std::uint16_t port() const { return port_; }
+
+private:
+    int fd_ = -1;
+    std::uint16_t port_ = 0;
+};
+
+TEST_F(reload_e2e, a_moved_listener_serves_on_the_new_port_and_its_old_connections_go_on) {
+    ASSERT_TRUE(start(services(100, 0)));
+    admin_client admin(admin_port());
+    const std::uint16_t old_port = port();
+    // Connections made before the change: the load's keep-alive connections
+    // and one idle client.
+    http_client before(old_port);
+    ASSERT_EQ(before.request("GET", "/before").status, 200u);
+    load_generator load(old_port, {.threads = 2, .rate_per_thread = 200});
+    ASSERT_TRUE(load.wait_for_requests(100));
+    const double accepted_before =
+        sample(admin.request("GET", "/metrics").body,
+               "switchyard_accepted_connections_total{listener=\"public\"}");
+    ASSERT_GE(accepted_before, 3.0);
+
+    std::uint16_t new_port = free_port();
+    while (new_port == old_port || new_port == admin_port()) {
+        new_port = free_port();
+    }
+    const std::string new_address = "127.0.0.1:" + std::to_string(new_port);
+    rewrite(with_listeners(services(100, 0),
+                           "  - name: public\n    address: " + new_address + "\n"));
+    const http_response r = admin.post("/api/v1/reload");
+    ASSERT_EQ(r.status, 200u) << r.body;
+
+    // The new port serves at once (bound before the reload answered).
+    http_client after(new_port);
+    EXPECT_EQ(after.request("GET", "/after").status, 200u);
+    // The old port refuses new connections once every worker closed it.
+    EXPECT_TRUE(wait_until([&] { return !wait_for_port(old_port, 0ms); }, 5s,
+                           "the old port to refuse connections"));
+    // Connections made before go on: the load keeps going on them, and the
+    // idle client is served again.
+    ASSERT_TRUE(load.wait_for_requests(200));
+    load.stop();
+    EXPECT_EQ(before.request("GET", "/before-again").status, 200u);
+    EXPECT_EQ(before.connections_made(), 1u);
+    std::cout << "[ reload ] listener moved under load, " << load.total()
+              << " requests: " << load.summary() << "\n";
+    EXPECT_EQ(load.failures(), 0u) << load.summary();
+    EXPECT_EQ(load.not_ok(), 0u) << load.summary();
+
+    // The event says where it went.
+    bool said = false;
+    for (const auto& e : admin.events()) {
+        said |= json_text(e, {"kind"}) == "reload" &&
+                json_text(e, {"reason"}).find("listener public moved to " + new_address) !=
+                    std::string::npos;
+    }
+    EXPECT_TRUE(said) << json::serialize(admin.events());
+
+    // Metrics: still one listener, "public", whose counters did not restart.
+    const std::string metrics = admin.request("GET", "/metrics").body;
+    const auto labels = listener_labels(metrics);
+    EXPECT_FALSE(labels.empty()) << metrics;
+    for (const auto& [name, line] : labels) {
+        EXPECT_EQ(name, "public") << line;
+    }
+    EXPECT_GE(sample(metrics, "switchyard_accepted_connections_total{listener=\"public\"}"),
+              accepted_before + 1)
+        << metrics;
+    EXPECT_EQ(sample(metrics, "switchyard_config_reloads_total{result=\"ok\"}"), 1.0) << metrics;
+}
+
+TEST_F(reload_e2e, a_listener_that_cannot_bind_fails_the_reload_and_changes_nothing) {
+    ASSERT_TRUE(start(services(80, 20)));
+    admin_client admin(admin_port());
+    const double generation = json_number(admin.service("shop"), {"generation"});
+    port_holder busy;
+    const std::string busy_address = "127.0.0.1:" + std::to_string(busy.port());
+
+    // A new listener on a port another process holds, and a weight edit.
+    rewrite(with_listeners(services(50, 50),
+                           "  - name: public\n    address: 127.0.0.1:" + std::to_string(port()) +
+                               "\n  - name: extra\n    address: " + busy_address + "\n"));
+    const http_response r = admin.post("/api/v1/reload");
+    EXPECT_EQ(r.status, 500u) << r.body;
+    const std::string error = json_text(parse_json(r.body), {"error"});
+    EXPECT_NE(error.find("listener extra"), std::string::npos) << r.body;
+    EXPECT_NE(error.find(busy_address), std::string::npos) << r.body;
+    EXPECT_NE(error.find("port in use"), std::string::npos) << r.body;
+
+    // Nothing changed: the weights, the generation, the listener.
+    const json::value svc = admin.service("shop");
+    EXPECT_EQ(pool_weight(svc, "canary"), 20);
+    EXPECT_EQ(json_number(svc, {"generation"}), generation);
+    EXPECT_EQ(http_get(port(), "/still-serving").status, 200u);
+    const std::string metrics = admin.request("GET", "/metrics").body;
+    EXPECT_EQ(sample(metrics, "switchyard_config_reloads_total{result=\"error\"}"), 1.0)
+        << metrics;
+    EXPECT_EQ(sample(metrics, "switchyard_config_reloads_total{result=\"ok\"}"), 0.0) << metrics;
+    for (const auto& [name, line] : listener_labels(metrics)) {
+        EXPECT_EQ(name, "public") << line;
+    }
+
+    // Adding a free one works, and removing it again closes it.
+    const std::uint16_t extra_port = free_port();
+    rewrite(with_listeners(services(50, 50),
+                           "  - name: public\n    address: 127.0.0.1:" + std::to_string(port()) +
+                               "\n  - name: extra\n    address: 127.0.0.1:" +
+                               std::to_string(extra_port) + "\n"));
+    ASSERT_EQ(admin.post("/api/v1/reload").status, 200u);
+    EXPECT_EQ(http_get(extra_port, "/extra").status, 200u);
+    EXPECT_EQ(pool_weight(admin.service("shop"), "canary"), 50);
+    rewrite(config_text(services(50, 50), {}));
+    ASSERT_EQ(admin.post("/api/v1/reload").status, 200u);
+    EXPECT_TRUE(wait_until([&] { return !wait_for_port(extra_port, 0ms); }, 5s,
+                           "the removed listener to refuse connections"));
+    EXPECT_EQ(http_get(port(), "/public").status, 200u);
 }
 
 }  // namespace
