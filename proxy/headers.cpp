@@ -77,19 +77,6 @@ bool is_tchar(char c) {
     }
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) {
-        return false;
-    }
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (std::tolower(static_cast<unsigned char>(a[i])) !=
-            std::tolower(static_cast<unsigned char>(b[i]))) {
-            return false;
-        }
-    }
-    return true;
-}
-
 }  // namespace
 
 request_error validate_request(http::request_header<>& req, std::size_t header_bytes,
@@ -144,9 +131,11 @@ request_error validate_request(http::request_header<>& req, std::size_t header_b
                 ++hosts;
                 break;
             case http::field::content_length:
+                // A repeated Content-Length is refused even when equal
+                // (nginx does too): forwarding both is ambiguous downstream.
                 if (lengths++ == 0) {
                     first_length = value;
-                } else if (value != first_length) {
+                } else {
                     return request_error::bad_content_length;
                 }
                 break;
@@ -210,19 +199,25 @@ request_error validate_request(http::request_header<>& req, std::size_t header_b
 }
 
 void strip_hop_by_hop(http::fields& fields) {
-    // Fields named in Connection are hop-by-hop too; collect them first
-    // (a fixed array: a request naming more than 16 is unusual and the rest
-    // are still covered by the fixed list below).
+    // Fields named in Connection are hop-by-hop too. Only tokens other than
+    // "close" and "keep-alive" name fields, so the common request pays for
+    // none of this (a fixed array: a request naming more than 16 is unusual
+    // and the rest are still covered by the fixed list below).
     std::array<std::string_view, 16> named{};
     std::size_t n = 0;
     std::string connection_value;
     for (auto it = fields.find(http::field::connection); it != fields.end() &&
                                                          it->name() == http::field::connection;
          ++it) {
-        if (!connection_value.empty()) {
-            connection_value += ',';
+        for (const auto& token : http::token_list{it->value()}) {
+            const std::string_view t(token.data(), token.size());
+            if (!iequals(t, "close") && !iequals(t, "keep-alive")) {
+                if (!connection_value.empty()) {
+                    connection_value += ',';
+                }
+                connection_value.append(t);
+            }
         }
-        connection_value.append(it->value().data(), it->value().size());
     }
     if (!connection_value.empty()) {
         for (const auto& token : http::token_list{connection_value}) {
@@ -240,14 +235,24 @@ void strip_hop_by_hop(http::fields& fields) {
             fields.erase(named[i]);
         }
     }
-    fields.erase(http::field::connection);
-    fields.erase(http::field::keep_alive);
-    fields.erase(http::field::proxy_connection);
-    fields.erase(http::field::te);
-    fields.erase(http::field::trailer);
-    fields.erase(http::field::upgrade);
-    fields.erase(http::field::proxy_authorization);
-    fields.erase(http::field::proxy_authenticate);
+    // One pass over the fields rather than one lookup per name.
+    for (auto it = fields.begin(); it != fields.end();) {
+        switch (it->name()) {
+            case http::field::connection:
+            case http::field::keep_alive:
+            case http::field::proxy_connection:
+            case http::field::te:
+            case http::field::trailer:
+            case http::field::upgrade:
+            case http::field::proxy_authorization:
+            case http::field::proxy_authenticate:
+                it = fields.erase(it);
+                break;
+            default:
+                ++it;
+                break;
+        }
+    }
 }
 
 std::string_view add_forwarding(http::request_header<>& req, std::string_view client_ip, bool tls,
@@ -288,6 +293,33 @@ std::string_view add_forwarding(http::request_header<>& req, std::string_view cl
     }
     req.set("X-Request-Id", std::string_view(buf, sizeof buf));
     return req["X-Request-Id"];
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (std::tolower(static_cast<unsigned char>(a[i])) !=
+            std::tolower(static_cast<unsigned char>(b[i]))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool names_websocket_upgrade(const http::fields& req) {
+    const auto has_token = [&](http::field name, std::string_view token) {
+        for (auto it = req.find(name); it != req.end() && it->name() == name; ++it) {
+            for (const auto& t : http::token_list{it->value()}) {
+                if (iequals(std::string_view(t.data(), t.size()), token)) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    };
+    return has_token(http::field::upgrade, "websocket") && has_token(http::field::connection, "upgrade");
 }
 
 bool is_idempotent(http::verb method) {

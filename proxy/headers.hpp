@@ -55,6 +55,15 @@ void strip_hop_by_hop(http::fields& fields);
 std::string_view add_forwarding(http::request_header<>& req, std::string_view client_ip, bool tls,
                                 std::uint64_t random_hi, std::uint64_t random_lo);
 
+// True when "websocket" is among the Upgrade tokens and "upgrade" among the
+// Connection tokens: a WebSocket opening handshake (RFC 6455 §4.1) in a GET
+// over HTTP/1.1, or its acceptance in a 101. Other upgrades (h2c...) are not
+// forwarded (SPEC §4).
+bool names_websocket_upgrade(const http::fields& fields);
+
+// ASCII case-insensitive equality (field values, tokens).
+bool iequals(std::string_view a, std::string_view b);
+
 // True for methods whose retry is safe (RFC 9110 §9.2.2).
 bool is_idempotent(http::verb method);
 

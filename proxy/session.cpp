@@ -2,6 +2,8 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -11,8 +13,11 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstring>
+#include <string>
+#include <tuple>
 
 #include "proxy/access_log.hpp"
 #include "proxy/headers.hpp"
@@ -24,19 +29,6 @@ namespace {
 
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 using clock = std::chrono::steady_clock;
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) {
-        return false;
-    }
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (std::tolower(static_cast<unsigned char>(a[i])) !=
-            std::tolower(static_cast<unsigned char>(b[i]))) {
-            return false;
-        }
-    }
-    return true;
-}
 
 bool is_timeout(const boost::system::error_code& ec) { return ec == beast::error::timeout; }
 
@@ -64,17 +56,45 @@ void note_endpoint_result(const routing::endpoint& ep, bool failed) {
 
 }  // namespace
 
-void session::chunk_guard::operator()(std::uint64_t, beast::string_view extensions,
-                                      boost::system::error_code& ec) {
-    // SPEC §4: a chunk extension over 4 KiB, or one with a bare LF, is a 400.
-    if (extensions.size() > 4096 || extensions.find('\n') != beast::string_view::npos) {
-        bad = true;
-        ec = http::error::bad_chunk_extension;
-    }
+read_deadline::read_deadline(const net::any_io_executor& executor)
+    : state_(std::make_shared<state>(executor)) {}
+
+read_deadline::~read_deadline() {
+    state_->socket = nullptr;
+    ++state_->generation;
+    state_->timer.cancel();
+}
+
+void read_deadline::arm(net::ip::tcp::socket& socket, std::chrono::steady_clock::duration after) {
+    auto& st = *state_;
+    const auto generation = ++st.generation;
+    st.socket = &socket;
+    st.fired = false;
+    st.timer.expires_after(after);
+    // The handler owns the state (not the session): it may run after the
+    // session is gone, and then does nothing.
+    st.timer.async_wait([keep = state_, generation](boost::system::error_code ec) {
+        if (ec || keep->generation != generation || keep->socket == nullptr) {
+            return;
+        }
+        keep->fired = true;
+        boost::system::error_code ignored;
+        keep->socket->cancel(ignored);
+    });
+}
+
+void read_deadline::disarm() {
+    auto& st = *state_;
+    ++st.generation;
+    st.socket = nullptr;
+    st.timer.cancel();
 }
 
 session::session(worker& owner, net::ip::tcp::socket socket, std::size_t listener)
-    : worker_(owner), stream_(std::move(socket)), listener_(listener) {
+    : worker_(owner),
+      stream_(beast::tcp_stream(std::move(socket))),
+      deadline_(stream_.get_executor()),
+      listener_(listener) {
     tls_ = worker_.listener(listener_).tls;
     boost::system::error_code ec;
     stream_.socket().set_option(net::ip::tcp::no_delay(true), ec);
@@ -112,12 +132,52 @@ net::awaitable<void> session::run() {
     // single huge field cannot reach basic_fields' 64 KiB-per-field throw.
     buffer_.max_size(static_cast<std::size_t>(limits.max_request_line_bytes +
                                               limits.max_request_header_bytes + 4096));
+    if (auto* context = worker_.listener(listener_).tls_context.get()) {
+        if (!co_await handshake(*context, limits)) {
+            co_return;
+        }
+    }
     for (;;) {
         if (!co_await serve_one()) {
             break;
         }
     }
     co_await lingering_close();
+}
+
+net::awaitable<bool> session::handshake(net::ssl::context& context, const config::limits& limits) {
+    // The first bytes decide: a TLS record starts with 0x16 (handshake). A
+    // plain HTTP request sent to the TLS port gets a plain 400 that says so,
+    // as nginx does, instead of a reset the operator cannot read.
+    stream_.expires_after(limits.header_timeout);
+    auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), use_tuple);
+    if (ec) {
+        stream_.close();
+        co_return false;
+    }
+    buffer_.commit(n);
+    if (static_cast<const unsigned char*>(buffer_.data().data())[0] != 0x16) {
+        co_await respond_error(400, "plain HTTP request sent to a TLS port", true);
+        co_await lingering_close();
+        co_return false;
+    }
+    stream_.start_tls(context);
+    auto [hec, used] = co_await stream_.tls().async_handshake(net::ssl::stream_base::server,
+                                                              buffer_.data(), use_tuple);
+    if (hec) {
+        // A failed handshake (bad record, no shared version or cipher, the
+        // client gave up): nothing to answer in HTTP.
+        stream_.close();
+        co_return false;
+    }
+    if (used != buffer_.size()) {
+        // Bytes behind the ClientHello before the server has answered: not
+        // a TLS client (early data is not enabled).
+        stream_.close();
+        co_return false;
+    }
+    buffer_.consume(used);
+    co_return true;
 }
 
 net::awaitable<void> session::lingering_close() {
@@ -202,6 +262,134 @@ void session::log_access() {
     out.append(e);
 }
 
+net::awaitable<session::header_outcome> session::read_header(const config::limits& limits) {
+    // The parser bounds the field count and each field; the running total
+    // below bounds the block; the buffer's max_size bounds what a client can
+    // make us hold.
+    auto& parser = parser_.emplace(limits.max_headers, limits.max_request_header_bytes);
+    const std::uint64_t header_limit =
+        limits.max_request_line_bytes + 2 + limits.max_request_header_bytes;
+    parser.header_limit(static_cast<std::uint32_t>(std::min<std::uint64_t>(header_limit, UINT32_MAX)));
+    if (limits.max_request_body_bytes != 0) {
+        parser.body_limit(limits.max_request_body_bytes);
+    } else {
+        parser.body_limit(boost::none);
+    }
+
+    header_outcome out;
+    bool line_seen = false;
+    bool after_lf = false;      // the bytes consumed so far end with LF
+    std::size_t consumed = 0;  // header bytes the parser has taken
+    const auto fail = [&](unsigned status, std::string_view why) {
+        deadline_.disarm();
+        out.status = status;
+        out.why = why;
+        return out;
+    };
+    const auto line_too_long = [&](std::string_view data) {
+        // The request line without its CRLF (SPEC §2: method + target +
+        // version) is over the limit.
+        const auto eol = data.find('\n');
+        const auto line = eol == std::string_view::npos ? data.size() : eol;
+        return line > limits.max_request_line_bytes + 1;
+    };
+    // The whole header must arrive within header_timeout of its first byte
+    // (here: of the first read that brought it). The deadline is armed only
+    // when a read is needed: a header that came whole costs no timer.
+    const auto deadline = clock::now() + limits.header_timeout;
+    bool armed = false;
+    for (;;) {
+        if (buffer_.size() != 0) {
+            const std::string_view data(static_cast<const char*>(buffer_.data().data()),
+                                        buffer_.size());
+            if (!line_seen) {
+                if (line_too_long(data)) {
+                    co_return fail(414, "request line too long");
+                }
+                line_seen = data.find('\n') != std::string_view::npos;
+            }
+            boost::system::error_code ec;
+            // Beast takes the start line and each complete field as soon as
+            // it can: what it took is consumed now and never seen again.
+            const std::size_t used = parser.put(buffer_.data(), ec);
+            if (used != 0) {
+                // Obsolete line folding (a line starting with SP or HTAB) is
+                // refused from the raw bytes, because the parser joins folded
+                // lines into one value (SPEC §4). Beast takes a field only
+                // once it has seen the byte after its CRLF, so a fold is
+                // never split between two pieces except at their boundary.
+                const auto piece = data.substr(0, used);
+                if ((after_lf && (piece.front() == ' ' || piece.front() == '\t')) ||
+                    piece.find("\n ") != std::string_view::npos ||
+                    piece.find("\n\t") != std::string_view::npos) {
+                    co_return fail(400, "obsolete line folding");
+                }
+                after_lf = piece.back() == '\n';
+                consumed += used;
+                buffer_.consume(used);
+            }
+            if (!ec && parser.is_header_done()) {
+                deadline_.disarm();
+                out.header_bytes = consumed;
+                co_return out;
+            }
+            if (ec && ec != http::error::need_more) {
+                if (ec == http::error::header_limit) {
+                    if (!line_seen || line_too_long(data)) {
+                        co_return fail(414, "request line too long");
+                    }
+                    switch (parser.why()) {
+                        case request_parser::fault::too_many_fields:
+                            co_return fail(431, "too many header fields");
+                        case request_parser::fault::field_too_large:
+                            co_return fail(431, "header field too large");
+                        default:
+                            co_return fail(431, "request header too large");
+                    }
+                }
+                if (ec == http::error::body_limit) {
+                    co_return fail(413, "request body too large");
+                }
+                co_return fail(400, ec == http::error::bad_field         ? "invalid header field"
+                                    : ec == http::error::bad_value       ? "invalid header value"
+                                    : ec == http::error::bad_target      ? "invalid request target"
+                                    : ec == http::error::bad_method      ? "invalid method"
+                                    : ec == http::error::bad_version     ? "invalid HTTP version"
+                                    : ec == http::error::bad_line_ending ? "invalid line ending"
+                                                                          : "malformed request");
+            }
+        }
+        if (consumed + buffer_.size() > header_limit) {
+            co_return fail(line_seen ? 431 : 414,
+                           line_seen ? "request header too large" : "request line too long");
+        }
+        const std::size_t room = buffer_.max_size() - buffer_.size();
+        if (room == 0) {
+            co_return fail(line_seen ? 431 : 414,
+                           line_seen ? "request header too large" : "request line too long");
+        }
+        if (!armed) {
+            armed = true;
+            // Beast's own timeout would close the socket, leaving no way to
+            // answer 408: the deadline cancels the read instead.
+            stream_.expires_never();
+            deadline_.arm(stream_.socket(), deadline - clock::now());
+        }
+        auto [ec, n] =
+            co_await stream_.async_read_some(buffer_.prepare(std::min<std::size_t>(room, 16384)),
+                                             use_tuple);
+        if (ec) {
+            if (deadline_.fired()) {
+                co_return fail(408, "request header not received in time");
+            }
+            deadline_.disarm();
+            out.status = header_outcome::silent;
+            co_return out;
+        }
+        buffer_.commit(n);
+    }
+}
+
 net::awaitable<bool> session::serve_one() {
     // A copy: a reload may publish new settings, and free these, while this
     // connection waits for its next request; the lease below pins the
@@ -223,18 +411,6 @@ net::awaitable<bool> session::serve_one() {
     }
     idle_ = false;
 
-    auto& parser = parser_.emplace();
-    const std::uint64_t header_limit =
-        limits.max_request_line_bytes + limits.max_request_header_bytes;
-    parser.header_limit(static_cast<std::uint32_t>(std::min<std::uint64_t>(header_limit, UINT32_MAX)));
-    if (limits.max_request_body_bytes != 0) {
-        parser.body_limit(limits.max_request_body_bytes);
-    } else {
-        parser.body_limit(boost::none);
-    }
-    chunk_guard_.bad = false;
-    parser.on_chunk_header(chunk_guard_);
-
     log_ = {};
     if (worker_.access_log().enabled()) {
         log_.started = clock::now();
@@ -247,34 +423,16 @@ net::awaitable<bool> session::serve_one() {
         ~access_guard() { s.log_access(); }
     } logged{*this};
 
-    // The whole header must arrive within header_timeout of its first byte.
-    stream_.expires_after(limits.header_timeout);
-    auto [ec, header_bytes] = co_await http::async_read_header(stream_, buffer_, parser, use_tuple);
-    if (ec) {
-        if (ec == http::error::end_of_stream || ec == net::error::eof ||
-            ec == net::error::connection_reset || ec == net::error::operation_aborted) {
-            co_return false;
-        }
-        if (is_timeout(ec)) {
-            co_await respond_error(408, "request header not received in time", true);
-        } else if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
-            // 414 when the request line alone is over its limit.
-            const auto data = std::string_view(static_cast<const char*>(buffer_.data().data()),
-                                               buffer_.size());
-            const auto eol = data.find('\n');
-            if (eol == std::string_view::npos ? data.size() > limits.max_request_line_bytes
-                                              : eol > limits.max_request_line_bytes) {
-                co_await respond_error(414, "request line too long", true);
-            } else {
-                co_await respond_error(431, "request header too large", true);
-            }
-        } else if (ec == http::error::body_limit) {
-            co_await respond_error(413, "request body too large", true);
-        } else {
-            co_await respond_error(400, ec.message(), true);
-        }
+    const auto head = co_await read_header(limits);
+    if (head.status == header_outcome::silent) {
         co_return false;
     }
+    if (head.status != 0) {
+        co_await respond_error(head.status, head.why, true);
+        co_return false;
+    }
+    auto& parser = *parser_;
+    const std::size_t header_bytes = head.header_bytes;
 
     log_.parsed = true;
     auto& req = parser.get();
@@ -286,18 +444,29 @@ net::awaitable<bool> session::serve_one() {
 
     lease.emplace(worker_);
     const route_epoch& epoch = lease->epoch();
-    std::string_view host = req[http::field::host];
-    std::string_view target = req.target();
-    if (target.starts_with("http://") || target.starts_with("https://")) {
-        // Absolute form (RFC 9112 §3.2.2): the target's authority is the host.
-        const auto scheme_end = target.find("//") + 2;
-        const auto path_start = target.find('/', scheme_end);
-        host = target.substr(scheme_end, path_start == std::string_view::npos
-                                             ? std::string_view::npos
-                                             : path_start - scheme_end);
-        target = path_start == std::string_view::npos ? std::string_view("/")
-                                                      : target.substr(path_start);
+    if (const std::string_view t = req.target(); t.starts_with("http://") || t.starts_with("https://")) {
+        // Absolute form (RFC 9112 §3.2.2): the target's authority replaces
+        // Host, and the upstream gets the origin form (an upstream that
+        // ignores the absolute form must not see another host than we routed).
+        const auto scheme_end = t.find("//") + 2;
+        const auto path_start = t.find_first_of("/?", scheme_end);
+        const std::string_view authority =
+            t.substr(scheme_end, path_start == std::string_view::npos ? std::string_view::npos
+                                                                      : path_start - scheme_end);
+        if (authority.empty() || authority.find('@') != std::string_view::npos) {
+            co_await respond_error(400, "invalid authority in the request target", true);
+            co_return false;
+        }
+        std::string origin = path_start == std::string_view::npos ? std::string("/")
+                                                                  : std::string(t.substr(path_start));
+        if (origin.front() == '?') {
+            origin.insert(origin.begin(), '/');
+        }
+        req.set(http::field::host, authority);
+        req.target(origin);
     }
+    const std::string_view host = req[http::field::host];
+    const std::string_view target = req.target();
     const routing::service* svc = epoch.snap->match(host, target);
     if (svc == nullptr) {
         auto& slot = worker_.listener(listener_);
@@ -311,6 +480,63 @@ net::awaitable<bool> session::serve_one() {
     }
     log_.service = svc;
     co_return co_await proxy_request(epoch, *svc);
+}
+
+net::awaitable<boost::system::error_code> session::read_body(char* buf, std::size_t size,
+                                                             std::chrono::milliseconds timeout,
+                                                             bool some) {
+    auto& parser = *parser_;
+    auto& req = parser.get();
+    req.body().data = buf;
+    req.body().size = size;
+    // Inactivity: a deadline that cancels the read rather than Beast's
+    // timeout, which closes the socket (no way to answer 408 then).
+    stream_.expires_never();
+    deadline_.arm(stream_.socket(), timeout);
+    boost::system::error_code rec;
+    if (some) {
+        std::tie(rec, std::ignore) =
+            co_await http::async_read_some(stream_, buffer_, parser, use_tuple);
+    } else {
+        std::tie(rec, std::ignore) = co_await http::async_read(stream_, buffer_, parser, use_tuple);
+    }
+    deadline_.disarm();
+    if (rec && deadline_.fired()) {
+        rec = beast::error::timeout;
+    }
+    if (rec == http::error::need_buffer) {
+        rec = {};
+    }
+    co_return rec;
+}
+
+net::awaitable<void> session::respond_body_error(boost::system::error_code rec) {
+    if (rec == http::error::body_limit) {
+        co_await respond_error(413, "request body too large", true);
+        co_return;
+    }
+    if (is_timeout(rec)) {
+        co_await respond_error(408, "request body not received in time", true);
+        co_return;
+    }
+    if (rec == net::error::eof || rec == http::error::partial_message ||
+        rec == net::error::connection_reset) {
+        co_return;  // the client went away: nobody to answer
+    }
+    // The reason is built before the co_await: GCC 12 destroys temporaries of
+    // a conditional inside a co_await expression twice (seen as a double free).
+    const auto fault = parser_->why();
+    unsigned status = 400;
+    std::string why;
+    if (fault == request_parser::fault::trailer_too_large) {
+        status = 431;
+        why = "request trailer too large";
+    } else if (fault == request_parser::fault::bad_chunk_extension) {
+        why = "invalid chunk extension";
+    } else {
+        why = "invalid request body framing: " + rec.message();
+    }
+    co_await respond_error(status, why, true);
 }
 
 net::awaitable<upstream_ptr> session::connect(const routing::endpoint& ep,
@@ -417,12 +643,23 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
     const auto method = req.method();
     const bool idempotent = is_idempotent(method);
     const bool expect_continue = iequals(req[http::field::expect], "100-continue");
+    const bool websocket = method == http::verb::get && client_version >= 11 && !has_body &&
+                           names_websocket_upgrade(req);
     req.erase(http::field::expect);
     strip_hop_by_hop(req);
+    if (websocket) {
+        // The one upgrade that is forwarded (SPEC §4); the rest of the
+        // handshake (Sec-WebSocket-*) passes as ordinary fields.
+        req.set(http::field::upgrade, "websocket");
+        req.set(http::field::connection, "Upgrade");
+    }
     const auto hi = rng();
     const auto lo = rng();
     add_forwarding(req, std::string_view(client_ip_, client_ip_len_), tls_, hi, lo);
     req.version(11);
+    // HTTP/1.0 may omit Host; the HTTP/1.1 request we send may not: it gets
+    // the endpoint's address, as nginx's default proxy_set_header Host does.
+    const bool client_sent_host = req.count(http::field::host) != 0;
 
     const routing::pool* pool = choice.chosen;
     const bool judged = !choice.overridden;
@@ -440,6 +677,29 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
     } release{worker_, body_buffer};
     char* const buf = body_buffer.get();
     constexpr std::size_t buf_size = buffer_pool::buffer_size;
+
+    // A chunked body's first chunk header is parsed before any upstream is
+    // chosen, so that a malformed one is a 400 that reaches no upstream
+    // (SPEC §4). Expect: 100-continue is answered first, or the client would
+    // wait for us while we wait for it.
+    bool continue_sent = false;
+    bool preread = false;
+    std::size_t preread_bytes = 0;
+    if (parser.chunked() && !parser.is_done()) {
+        if (expect_continue && client_version >= 11) {
+            static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+            stream_.expires_after(cfg.limit.send_timeout);
+            co_await net::async_write(stream_, net::buffer(cont), use_tuple);
+            continue_sent = true;
+        }
+        const auto rec = co_await read_body(buf, buf_size, cfg.limit.body_timeout, true);
+        if (rec) {
+            co_await respond_body_error(rec);
+            co_return false;
+        }
+        preread = true;
+        preread_bytes = buf_size - req.body().size;
+    }
 
     const auto record = [&](const routing::pool& p, clock::time_point started, health::outcome result,
                             unsigned status) {
@@ -472,6 +732,9 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
             co_return false;
         }
         const auto attempt_started = clock::now();
+        if (!client_sent_host) {
+            req.set(http::field::host, ep->address);
+        }
 
         // Lease a pooled connection, else connect.
         upstream_ptr conn = worker_.upstreams().lease(ep->id);
@@ -512,7 +775,17 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         req.body().more = !parser.is_done();
         http::request_serializer<http::buffer_body> sr{req};
         conn->stream.expires_after(cfg.upstream.read_timeout);
-        auto [hec, hn] = co_await http::async_write_header(conn->stream, sr, use_tuple);
+        // A request without a body goes in one write; one with a body sends
+        // its header first (the body may be slow, or wait for 100-continue).
+        // (No co_await inside a conditional expression: GCC 12 miscompiles
+        // temporaries there.)
+        boost::system::error_code hec;
+        if (parser.is_done()) {
+            std::tie(hec, std::ignore) = co_await http::async_write(conn->stream, sr, use_tuple);
+        } else {
+            std::tie(hec, std::ignore) =
+                co_await http::async_write_header(conn->stream, sr, use_tuple);
+        }
         const auto sent_at = clock::now();
         if (hec) {
             if (reused && !stale_retry_used) {
@@ -536,7 +809,8 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         if (!sr.is_done()) {
             // Streams the body: one fixed buffer, read a piece, write it, so the
             // slower side sets the pace (back-pressure) and memory stays bounded.
-            if (expect_continue && has_body && client_version >= 11 && !body_started) {
+            if (expect_continue && has_body && client_version >= 11 && !body_started &&
+                !continue_sent) {
                 static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
                 stream_.expires_after(cfg.limit.send_timeout);
                 co_await net::async_write(stream_, net::buffer(cont), use_tuple);
@@ -545,32 +819,32 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
             // request still passes here to let the serializer finish).
             body_started = body_started || has_body;
             for (;;) {
-                if (!parser.is_done()) {
-                    req.body().data = buf;
-                    req.body().size = buf_size;
-                    stream_.expires_after(cfg.limit.body_timeout);
-                    auto [rec, rn] = co_await http::async_read(stream_, buffer_, parser, use_tuple);
-                    if (rec == http::error::need_buffer) {
-                        rec = {};
+                if (preread || !parser.is_done()) {
+                    boost::system::error_code rec;
+                    if (preread) {
+                        // The first piece, read before the upstream was chosen.
+                        preread = false;
+                        req.body().size = buf_size - preread_bytes;
+                    } else {
+                        req.body().data = buf;
+                        req.body().size = buf_size;
+                        rec = co_await read_body(buf, buf_size, cfg.limit.body_timeout, false);
                     }
                     if (rec) {
                         // The client's body is broken or late: the upstream
                         // request is aborted by closing its connection, never
                         // completed (SPEC §4).
                         conn->stream.close();
-                        if (rec == http::error::body_limit) {
-                            co_await respond_error(413, "request body too large", true);
-                        } else if (is_timeout(rec)) {
-                            co_await respond_error(408, "request body not received in time", true);
-                        } else if (rec != net::error::eof && rec != http::error::partial_message &&
-                                   rec != net::error::connection_reset) {
-                            co_await respond_error(400, chunk_guard_.bad ? "invalid chunk extension"
-                                                                         : rec.message(),
-                                                   true);
-                        }
+                        co_await respond_body_error(rec);
                         co_return false;
                     }
                     req.body().size = buf_size - req.body().size;
+                    if (req.body().size == 0 && !parser.is_done()) {
+                        // Only framing was read (a chunk header): nothing to
+                        // send. An empty piece with `more` would go out as a
+                        // zero-size chunk, the end of the body upstream.
+                        continue;
+                    }
                     log_.bytes_received += req.body().size;
                     req.body().data = buf;
                     req.body().more = !parser.is_done();
@@ -617,7 +891,10 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
             // Interim responses (103 Early Hints...) are relayed to HTTP/1.1
             // clients and never end the exchange; 100 Continue was ours to send.
             if (client_version >= 11 && rpo->get().result_int() != 100) {
-                http::response<http::empty_body> interim{rpo->get().result(), 11};
+                http::response<http::empty_body> interim;
+                interim.version(11);
+                // result_int: Beast's status enum has no 103.
+                interim.result(rpo->get().result_int());
                 for (const auto& f : rpo->get()) {
                     interim.insert(f.name_string(), f.value());
                 }
@@ -665,6 +942,32 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
 
         auto& res = rp.get();
         const unsigned status = res.result_int();
+        if (status == 101) {
+            if (!websocket || !names_websocket_upgrade(res)) {
+                // A switch nobody asked for cannot be relayed as HTTP.
+                note_endpoint_result(*ep, true);
+                record(*pool, attempt_started, health::outcome::reset, 502);
+                co_await respond_error(502, "upstream switched protocols unasked", true);
+                co_return false;
+            }
+            note_endpoint_result(*ep, false);
+            record(*pool, sent_at, health::outcome::success, status);
+            strip_hop_by_hop(res);
+            res.set(http::field::upgrade, "websocket");
+            res.set(http::field::connection, "Upgrade");
+            res.body().data = nullptr;
+            res.body().size = 0;
+            res.body().more = false;
+            http::response_serializer<http::buffer_body> hsr{res};
+            stream_.expires_after(cfg.limit.send_timeout);
+            log_.status = status;
+            auto [uec, un] = co_await http::async_write_header(stream_, hsr, use_tuple);
+            if (uec) {
+                co_return false;
+            }
+            co_await tunnel(conn->stream, cfg.limit.idle_timeout, cfg.limit.send_timeout);
+            co_return false;
+        }
         note_endpoint_result(*ep, status >= 500);
 
         if (status >= 500 && svc.retry_on_stable && !stable_retry_used && idempotent &&
@@ -720,10 +1023,15 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         http::response_serializer<http::buffer_body> rsr{res};
         stream_.expires_after(cfg.limit.send_timeout);
         log_.status = status;
-        auto [wec, wn] = co_await http::async_write_header(stream_, rsr, use_tuple);
-        if (wec) {
-            record(*pool, sent_at, outcome_of_status(status), status);
-            co_return false;  // the client went away; conn is dropped
+        if (!rp.is_done() && upbuf_.size() == 0) {
+            // The body is not here yet: the header goes now, so that a slow
+            // body (a stream, a long poll) does not hold it back. Otherwise
+            // the loop below sends header and body in one write.
+            auto [wec, wn] = co_await http::async_write_header(stream_, rsr, use_tuple);
+            if (wec) {
+                record(*pool, sent_at, outcome_of_status(status), status);
+                co_return false;  // the client went away; conn is dropped
+            }
         }
         bool upstream_failed = false;
         std::size_t piece = 0;  // body bytes in the serializer's buffer
@@ -753,6 +1061,9 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
                     break;
                 }
                 res.body().size = buf_size - res.body().size;
+                if (res.body().size == 0 && !rp.is_done()) {
+                    continue;  // only framing was read (see the request side)
+                }
                 res.body().data = buf;
                 res.body().more = !rp.is_done();
                 piece = res.body().size;
@@ -795,6 +1106,114 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         }
         co_return client_keep_alive;
     }
+}
+
+namespace {
+
+void close_quietly(beast::tcp_stream& s) {
+    boost::system::error_code ec;
+    s.socket().close(ec);
+}
+void close_quietly(duplex_stream& s) {
+    boost::system::error_code ec;
+    s.socket().close(ec);
+}
+// Half-close: no more bytes this way. TLS cannot half-close its TCP
+// connection without ending the session, so it closes (false).
+bool shutdown_send(beast::tcp_stream& s) {
+    boost::system::error_code ec;
+    s.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
+    return !ec;
+}
+bool shutdown_send(duplex_stream& s) {
+    if (s.is_tls()) {
+        return false;
+    }
+    boost::system::error_code ec;
+    s.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
+    return !ec;
+}
+
+struct tunnel_state {
+    clock::time_point last_activity = clock::now();
+    std::chrono::steady_clock::duration idle;
+    std::chrono::steady_clock::duration send_timeout;
+    bool closed = false;
+};
+
+// Copies bytes one way until the source ends. Idle means no byte either way
+// for `idle`: a quiet direction is kept while the other one talks.
+template <class From, class To>
+net::awaitable<std::uint64_t> pump(From& from, To& to, tunnel_state& state) {
+    std::array<char, 16 * 1024> buf;
+    std::uint64_t total = 0;
+    const auto end_both = [&] {
+        state.closed = true;
+        close_quietly(from);
+        close_quietly(to);
+    };
+    for (;;) {
+        from.expires_after(state.idle);
+        auto [ec, n] = co_await from.async_read_some(net::buffer(buf), use_tuple);
+        if (state.closed) {
+            co_return total;
+        }
+        if (is_timeout(ec) && clock::now() - state.last_activity < state.idle) {
+            continue;
+        }
+        if (ec == net::error::eof && n == 0) {
+            if (!shutdown_send(to)) {
+                end_both();
+            }
+            co_return total;
+        }
+        if (ec && n == 0) {
+            end_both();
+            co_return total;
+        }
+        state.last_activity = clock::now();
+        to.expires_after(state.send_timeout);
+        auto [wec, wn] = co_await net::async_write(to, net::buffer(buf.data(), n), use_tuple);
+        if (wec) {
+            end_both();
+            co_return total;
+        }
+        total += wn;
+    }
+}
+
+}  // namespace
+
+net::awaitable<void> session::tunnel(beast::tcp_stream& upstream,
+                                     std::chrono::steady_clock::duration idle,
+                                     std::chrono::steady_clock::duration send_timeout) {
+    using namespace net::experimental::awaitable_operators;
+    // Bytes that arrived behind the handshakes go first.
+    if (upbuf_.size() != 0) {
+        stream_.expires_after(send_timeout);
+        auto [ec, n] = co_await net::async_write(stream_, upbuf_.data(), use_tuple);
+        if (ec) {
+            co_return;
+        }
+        log_.bytes_sent += n;
+        upbuf_.consume(n);
+    }
+    if (buffer_.size() != 0) {
+        upstream.expires_after(send_timeout);
+        auto [ec, n] = co_await net::async_write(upstream, buffer_.data(), use_tuple);
+        if (ec) {
+            co_return;
+        }
+        log_.bytes_received += n;
+        buffer_.consume(n);
+    }
+    tunnel_state state;
+    state.idle = idle;
+    state.send_timeout = send_timeout;
+    auto [down, up] = co_await (pump(stream_, upstream, state) && pump(upstream, stream_, state));
+    log_.bytes_received += down;
+    log_.bytes_sent += up;
+    close_quietly(upstream);
 }
 
 }  // namespace switchyard::proxy

@@ -11,6 +11,8 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -19,9 +21,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
+#include "config/config.hpp"
+#include "proxy/request_parser.hpp"
+#include "proxy/stream.hpp"
 #include "proxy/upstream_pool.hpp"
 #include "routing/snapshot.hpp"
 
@@ -36,6 +42,33 @@ struct route_epoch;
 
 using session_hook =
     boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
+
+// A deadline for reads that cancels them instead of closing the socket
+// (Beast's tcp_stream closes on timeout, which leaves no way to answer 408).
+// Arming costs a timer only when a read must wait.
+class read_deadline {
+public:
+    explicit read_deadline(const net::any_io_executor& executor);
+    ~read_deadline();
+    read_deadline(const read_deadline&) = delete;
+    read_deadline& operator=(const read_deadline&) = delete;
+
+    // Cancels `socket`'s pending operations once `after` has passed.
+    void arm(net::ip::tcp::socket& socket, std::chrono::steady_clock::duration after);
+    void disarm();
+    // The last armed deadline passed (and cancelled the read).
+    bool fired() const { return state_->fired; }
+
+private:
+    struct state {
+        explicit state(const net::any_io_executor& executor) : timer(executor) {}
+        net::steady_timer timer;
+        net::ip::tcp::socket* socket = nullptr;
+        std::uint64_t generation = 0;
+        bool fired = false;
+    };
+    std::shared_ptr<state> state_;  // shared with the pending wait's handler
+};
 
 class session : public session_hook {
 public:
@@ -59,24 +92,46 @@ private:
     net::awaitable<void> respond_error(unsigned status, std::string_view why, bool close,
                                        const char* retry_after = nullptr);
     net::awaitable<void> lingering_close();
+    // Reads request body bytes into `buf` (read_some: as soon as the parser
+    // moved) under an inactivity deadline; timeouts come back as
+    // beast::error::timeout, a full buffer as success.
+    net::awaitable<boost::system::error_code> read_body(char* buf, std::size_t size,
+                                                        std::chrono::milliseconds timeout, bool some);
+    // The answer to a broken or late request body (413, 408, 400, 431, or
+    // nothing when the client left).
+    net::awaitable<void> respond_body_error(boost::system::error_code ec);
+    // TLS listeners: the server handshake (false: the connection is done).
+    net::awaitable<bool> handshake(net::ssl::context& context, const config::limits& limits);
+    // After a 101 to a WebSocket handshake: bytes both ways until either side
+    // closes or neither sends for `idle` (SPEC §4).
+    net::awaitable<void> tunnel(beast::tcp_stream& upstream, std::chrono::steady_clock::duration idle,
+                                std::chrono::steady_clock::duration send_timeout);
     // Appends the request just answered to the worker's access log (when on).
     void log_access();
     net::awaitable<upstream_ptr> connect(const routing::endpoint& ep,
                                          std::chrono::milliseconds timeout,
                                          boost::system::error_code& ec);
 
-    struct chunk_guard {
-        bool bad = false;
-        void operator()(std::uint64_t size, beast::string_view extensions,
-                        boost::system::error_code& ec);
+    // What reading a request header ended with: 0 = a header is parsed;
+    // otherwise the status to answer (and close), or `silent` to close
+    // without a word (the client went away, or an idle connection drained).
+    struct header_outcome {
+        static constexpr unsigned silent = 1;
+        unsigned status = 0;
+        std::string_view why;
+        std::size_t header_bytes = 0;
     };
+    // Reads and parses one request header under the SPEC §2 limits, with its
+    // own read loop so that the raw header block can be checked (obs-fold,
+    // request line length) before the parser folds it away.
+    net::awaitable<header_outcome> read_header(const config::limits& limits);
 
     worker& worker_;
-    beast::tcp_stream stream_;
+    duplex_stream stream_;         // the client: plain TCP or TLS
+    read_deadline deadline_;       // header_timeout and body_timeout
     beast::flat_buffer buffer_;    // downstream bytes read but not yet parsed
     beast::flat_buffer upbuf_;     // upstream bytes read but not yet parsed
-    std::optional<http::request_parser<http::buffer_body>> parser_;
-    chunk_guard chunk_guard_;
+    std::optional<request_parser> parser_;
     std::size_t listener_;
     bool tls_ = false;
     char client_ip_[64] = {};

@@ -7,6 +7,8 @@
 #include "config/config.hpp"
 
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -218,8 +220,13 @@ TEST(Config, EmptyHealthCheckBlockTurnsChecksOnWithDefaults) {
 
 TEST(Config, FullConfigUsingEveryKey) {
     temp_dir dir;
-    std::string cert = dir.file("tls.crt", "CERT");
-    std::string key = dir.file("tls.key", "KEY");
+    // A real pair: the loader checks the chain and that the key matches it.
+    std::string cert = dir.file("tls.crt", "");
+    std::string key = dir.file("tls.key", "");
+    ASSERT_EQ(std::system(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+                           "-nodes -subj /CN=localhost -days 2 -keyout " + key + " -out " + cert +
+                           " >/dev/null 2>&1").c_str()),
+              0);
     std::string token = dir.file("admin.token", "s3cret\n");
     std::string read_token = dir.file("read.token", "r3ad\n");
     std::string ca = dir.file("ca.pem", "CA");
