@@ -101,6 +101,10 @@ request_error validate_request(http::request_header<>& req, std::size_t header_b
          !target.starts_with("https://"))) {
         return request_error::bad_target;
     }
+    // The asterisk form is for OPTIONS only (RFC 9112 §3.2.4).
+    if (target == "*" && method != http::verb::options) {
+        return request_error::bad_target;
+    }
 
     std::size_t count = 0;
     int hosts = 0;

@@ -354,6 +354,8 @@ std::vector<hostile_case> hostile_cases() {
         {"duplicate_host", "GET /hostile HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", bad},
         {"duplicate_identical_host", "GET /hostile HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", bad},
         {"hash_in_target", "GET /hostile#frag HTTP/1.1\r\nHost: a\r\n\r\n", bad},
+        // Found by the fuzzer: the asterisk form is for OPTIONS only.
+        {"asterisk_target_with_get", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", bad},
         {"garbage_request_line", "GARBAGE\r\n\r\n", bad},
         // Header syntax
         {"nul_in_value", get_with("X-A: a\0b\r\n"s), bad},

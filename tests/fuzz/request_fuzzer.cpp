@@ -611,13 +611,28 @@ bool drain(int fd, std::chrono::milliseconds wait) {
 // Sends `pieces` to the proxy, shuts the write side, reads until the proxy
 // closes or goes quiet for 300 ms (2 s at most).
 void run_client(std::uint16_t port, const std::vector<std::string_view>& pieces) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     addr.sin_port = htons(port);
-    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-        die("client: cannot connect to the proxy");
+    // Tens of thousands of runs a minute use up the ephemeral ports (the
+    // proxy's aborted upstream connections sit in TIME_WAIT): out of ports
+    // (EADDRNOTAVAIL) is waited out, not reported as a finding.
+    int fd = -1;
+    const auto connect_deadline = clock::now() + 120s;
+    for (;;) {
+        fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+            break;
+        }
+        const int err = errno;
+        if (fd >= 0) {
+            ::close(fd);
+        }
+        if (err != EADDRNOTAVAIL || clock::now() > connect_deadline) {
+            die("client: cannot connect to the proxy");
+        }
+        ::poll(nullptr, 0, 100);
     }
     const int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -648,6 +663,9 @@ void run_client(std::uint16_t port, const std::vector<std::string_view>& pieces)
         }
         open = drain(fd, 0ms);
     }
+    // A reset rather than a FIN: no TIME_WAIT on the client's port.
+    const linger reset{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
     ::close(fd);
 }
 
