@@ -94,7 +94,23 @@ class shared_proxy {
     }
 
   private:
+    // free_port() can lose its port to a test running in parallel before
+    // switchyard binds it: "port in use" is retried on fresh ports.
     testing::AssertionResult start() {
+        testing::AssertionResult result = testing::AssertionSuccess();
+        for (int attempt = 0; attempt < 5; ++attempt) {
+            result = start_once();
+            if (result || !proc_ || proc_->running() ||
+                proc_->errors().find("port in use") == std::string::npos) {
+                return result;
+            }
+            proc_->wait(5s);
+            proc_.reset();
+        }
+        return result;
+    }
+
+    testing::AssertionResult start_once() {
         port_ = free_port();
         do {
             admin_port_ = free_port();
