@@ -54,6 +54,12 @@ void autopilot::refresh_targets() {
     if (!checker_) {
         return;
     }
+    const config::upstream_tls& tls = control_.current_config().upstream.tls;
+    if (!tls.enabled) {
+        probe_tls_.reset();
+    } else if (!probe_tls_ || probe_tls_->settings != tls) {
+        probe_tls_ = health::make_probe_tls(tls);
+    }
     std::vector<health::check_target> targets;
     const auto snap = control_.snapshot();
     for (const auto& svc : snap->services()) {
@@ -72,6 +78,7 @@ void autopilot::refresh_targets() {
                 t.port = ep.port;
                 t.health = &control_.ids().health(ep.id);
                 t.policy = *cs->active_health;
+                t.tls = probe_tls_;
                 targets.push_back(std::move(t));
             }
         }

@@ -75,6 +75,9 @@ private:
     boost::asio::steady_timer timer_;
     health::outlier_detector outliers_;
     std::unique_ptr<health::active_checker> checker_;
+    // TLS for the health checks (upstream_defaults.tls), kept across reloads
+    // that leave those settings alone so the checks keep their connections.
+    std::shared_ptr<const health::probe_tls> probe_tls_;
     std::map<std::string, service_memory, std::less<>> services_;
     bool stopped_ = true;
 };

@@ -878,6 +878,7 @@ void control_plane::run_smoke(const config::smoke& policy, std::vector<std::stri
                               });
     }
     auto task = [](config::smoke policy, std::vector<std::string> endpoints,
+                   std::shared_ptr<const health::probe_tls> tls,
                    std::function<void(std::vector<smoke_failure>)> done) -> net::awaitable<void> {
         std::vector<smoke_failure> failures;
         for (const auto& address : endpoints) {
@@ -888,7 +889,7 @@ void control_plane::run_smoke(const config::smoke& policy, std::vector<std::stri
                     continue;
                 }
                 const health::probe_result r = co_await health::probe(
-                    hp->host, hp->port, path, std::chrono::milliseconds(2000));
+                    hp->host, hp->port, path, std::chrono::milliseconds(2000), nullptr, tls);
                 if (!r.error.empty() || !policy.expect_status.contains(r.status)) {
                     // `error` is the transport's; a response out of range
                     // is told by its `status` alone.
@@ -898,7 +899,12 @@ void control_plane::run_smoke(const config::smoke& policy, std::vector<std::stri
         }
         done(std::move(failures));
     };
-    net::co_spawn(executor_, task(policy, std::move(endpoints), std::move(done)), net::detached);
+    // Over TLS when the data path uses it: the smoke test proves what
+    // requests will meet.
+    net::co_spawn(executor_,
+                  task(policy, std::move(endpoints), health::make_probe_tls(config_.upstream.tls),
+                       std::move(done)),
+                  net::detached);
 }
 
 void control_plane::apply_switch(const std::string& service, const std::string& target,

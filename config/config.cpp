@@ -846,11 +846,19 @@ class loader {
             if (const field* ca = tls.get("ca_file")) {
                 if (ca->value.IsScalar() && !ca->value.Scalar().empty()) {
                     read_.readable(*ca, u.tls.ca_file, "ca_file");
+                    if (u.tls.verify && !unreadable(u.tls.ca_file)) {
+                        // Read as the upstream connections will read it.
+                        if (auto why = check_ca_file(u.tls.ca_file); !why.empty()) {
+                            diag_.error(ca->value_at(), why);
+                        }
+                    }
                 }
             } else if (u.tls.verify) {
                 if (auto why = unreadable(u.tls.ca_file)) {
                     diag_.error(t->key_at,
                                 "cannot read the default ca_file '" + u.tls.ca_file + "': " + *why);
+                } else if (auto bad = check_ca_file(u.tls.ca_file); !bad.empty()) {
+                    diag_.error(t->key_at, "the default " + bad);
                 }
             }
         }

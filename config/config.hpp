@@ -84,6 +84,7 @@ struct upstream_tls {
     std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";
     std::string server_name;  // empty: the endpoint host
     bool verify = true;
+    bool operator==(const upstream_tls&) const = default;
 };
 
 struct upstream_defaults {

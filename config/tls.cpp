@@ -64,4 +64,16 @@ tls_load_result check_tls_pair(const listener_tls& tls) {
     return load_tls_pair(ctx.get(), tls);
 }
 
+std::string check_ca_file(const std::string& path) {
+    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()),
+                                                          &SSL_CTX_free);
+    if (!ctx) {
+        return "cannot create a TLS context (" + openssl_reason() + ")";
+    }
+    if (SSL_CTX_load_verify_locations(ctx.get(), path.c_str(), nullptr) != 1) {
+        return "ca_file '" + path + "' holds no PEM certificate (" + openssl_reason() + ")";
+    }
+    return {};
+}
+
 }  // namespace switchyard::config

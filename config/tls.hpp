@@ -36,4 +36,8 @@ tls_load_result load_tls_pair(ssl_ctx_st* ctx, const listener_tls& tls);
 // The same check on a throwaway context (config validation).
 tls_load_result check_tls_pair(const listener_tls& tls);
 
+// Whether `path` (upstream_defaults.tls.ca_file) loads as a CA bundle the way
+// the upstream TLS contexts load it: empty when it does, else one sentence.
+std::string check_ca_file(const std::string& path);
+
 }  // namespace switchyard::config

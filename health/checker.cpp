@@ -9,7 +9,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 
 #include <algorithm>
 #include <limits>
@@ -28,11 +27,12 @@ namespace detail {
 struct check_state {
     check_state(const net::any_io_executor& ex, check_target t,
                 std::shared_ptr<const active_checker::change_handler> h, std::uint64_t seed)
-        : target(std::move(t)), stream(ex), timer(ex), handler(std::move(h)), rng(seed) {}
+        : target(std::move(t)), timer(ex), handler(std::move(h)), rng(seed) {}
 
     check_target target;
     health_counter counter;
-    beast::tcp_stream stream;         // kept alive across probes
+    probe_connection stream;          // kept alive across probes
+    std::shared_ptr<const probe_tls> stream_tls;  // what `stream` was made with
     net::steady_timer timer;          // the wait between probes
     net::cancellation_signal cancel;  // bound to the coroutine (co_spawn)
     std::shared_ptr<const active_checker::change_handler> handler;
@@ -78,7 +78,9 @@ std::chrono::milliseconds next_wait(std::chrono::milliseconds interval, std::mt1
 void halt(const std::shared_ptr<detail::check_state>& st) {
     st->stopped = true;
     st->timer.cancel();
-    st->stream.close();
+    if (st->stream) {
+        st->stream->close();
+    }
     net::dispatch(st->timer.get_executor(), [st] {
         if (st->running) {
             st->cancel.emit(net::cancellation_type::terminal);
@@ -93,8 +95,16 @@ net::awaitable<void> run_checks(std::shared_ptr<detail::check_state> st) {
     while (!st->stopped) {
         // A copy: update() may replace the policy while the probe runs.
         const config::health_check policy = st->target.policy;
+        if (st->stream_tls != st->target.tls) {
+            // TLS turned on, off or changed by a reload: a new connection.
+            if (st->stream) {
+                st->stream->close();
+            }
+            st->stream.reset();
+            st->stream_tls = st->target.tls;
+        }
         const probe_result result = co_await probe(st->target.host, st->target.port, policy.path,
-                                                   policy.timeout, &st->stream);
+                                                   policy.timeout, &st->stream, st->stream_tls);
         if (st->stopped) {
             break;
         }

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "health/probe.hpp"
 #include "routing/snapshot.hpp"
 
 namespace switchyard::health {
@@ -65,6 +66,9 @@ struct check_target {
     std::uint16_t port = 0;
     routing::endpoint_health* health = nullptr;  // owned by routing::registry
     config::health_check policy;
+    // TLS to upstreams (make_probe_tls); null: plain HTTP. A target whose
+    // `tls` changes drops its kept connection.
+    std::shared_ptr<const probe_tls> tls;
 };
 
 struct health_change {

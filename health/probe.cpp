@@ -21,6 +21,8 @@
 #include <new>
 #include <optional>
 
+#include "transport/tls_client.hpp"
+
 namespace switchyard::health {
 
 namespace {
@@ -36,7 +38,7 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t header_limit = 16 * 1024;
 constexpr std::size_t chunk_size = 8 * 1024;
 
-enum class stage { connect, send, head, body };
+enum class stage { connect, handshake, send, head, body };
 
 struct exchange_result {
     probe_result result;
@@ -74,6 +76,8 @@ std::string describe(const error_code& ec, stage at, std::chrono::milliseconds t
                 return "connect refused";
             }
             return "connect failed: " + ec.message();
+        case stage::handshake:
+            return "TLS handshake failed: " + ec.message();
         case stage::send:
             return "send failed: " + ec.message();
         case stage::head:
@@ -107,17 +111,49 @@ std::string host_header(const std::string& host, std::uint16_t port) {
     return host + ":" + std::to_string(port);
 }
 
-void close_stream(beast::tcp_stream& s) {
+void close_stream(transport::duplex_stream& s) {
     error_code ignored;
     s.socket().shutdown(tcp::socket::shutdown_both, ignored);
     s.close();
 }
 
-// Connects the closed stream `s` to host:port before `deadline`. Empty on
-// success, else the error phrase.
-net::awaitable<std::string> connect(beast::tcp_stream& s, const std::string& host,
+// Connects the new stream `ds` to host:port (and completes the TLS handshake
+// with `tls`) before `deadline`. Empty on success, else the error phrase.
+net::awaitable<std::string> connect_tcp(beast::tcp_stream& s, const std::string& host,
+                                        std::uint16_t port, clock::time_point deadline,
+                                        std::chrono::milliseconds timeout);
+
+net::awaitable<std::string> connect(transport::duplex_stream& ds, const std::string& host,
                                     std::uint16_t port, clock::time_point deadline,
-                                    std::chrono::milliseconds timeout) {
+                                    std::chrono::milliseconds timeout, const probe_tls* tls) {
+    if (tls != nullptr && tls->context == nullptr) {
+        co_return "TLS to upstreams is unusable: " + tls->error;
+    }
+    std::string error = co_await connect_tcp(ds.tcp(), host, port, deadline, timeout);
+    if (!error.empty() || tls == nullptr) {
+        co_return error;
+    }
+    ds.start_tls(*tls->context);
+    SSL* ssl = ds.tls().native_handle();
+    error = transport::prepare_client(ssl, tls->settings, host);
+    if (!error.empty()) {
+        co_return error;
+    }
+    ds.tcp().expires_at(deadline);
+    auto [hec] = co_await ds.tls().async_handshake(net::ssl::stream_base::client, use_tuple);
+    if (hec) {
+        const bool was_cancelled = co_await cancelled();
+        if (was_cancelled || hec == beast::error::timeout || hec == net::error::operation_aborted) {
+            co_return describe(hec, stage::handshake, timeout, was_cancelled);
+        }
+        co_return transport::handshake_failure(ssl, hec);
+    }
+    co_return std::string();
+}
+
+net::awaitable<std::string> connect_tcp(beast::tcp_stream& s, const std::string& host,
+                                        std::uint16_t port, clock::time_point deadline,
+                                        std::chrono::milliseconds timeout) {
     if (co_await cancelled()) {
         co_return "cancelled";
     }
@@ -182,12 +218,12 @@ net::awaitable<std::string> connect(beast::tcp_stream& s, const std::string& hos
 
 // Writes `req` on the connected stream and reads the response, discarding at
 // most probe_body_limit bytes of body.
-net::awaitable<exchange_result> exchange(beast::tcp_stream& s,
+net::awaitable<exchange_result> exchange(transport::duplex_stream& s,
                                          const http::request<http::empty_body>& req,
                                          clock::time_point deadline,
                                          std::chrono::milliseconds timeout) {
     exchange_result out;
-    s.expires_at(deadline);
+    s.tcp().expires_at(deadline);
     auto [wec, written] = co_await http::async_write(s, req, use_tuple);
     if (wec) {
         out.stale = wec == net::error::broken_pipe || wec == net::error::connection_reset;
@@ -200,7 +236,7 @@ net::awaitable<exchange_result> exchange(beast::tcp_stream& s,
     http::response_parser<http::buffer_body> parser;
     parser.header_limit(header_limit);
     parser.body_limit(boost::none);  // bounded below, without failing the probe
-    s.expires_at(deadline);
+    s.tcp().expires_at(deadline);
     auto [hec, head_bytes] = co_await http::async_read_header(s, buffer, parser, use_tuple);
     if (hec) {
         out.stale =
@@ -217,7 +253,7 @@ net::awaitable<exchange_result> exchange(beast::tcp_stream& s,
     while (!parser.is_done()) {
         parser.get().body().data = chunk.data();
         parser.get().body().size = chunk.size();
-        s.expires_at(deadline);
+        s.tcp().expires_at(deadline);
         auto [bec, got] = co_await http::async_read(s, buffer, parser, use_tuple);
         body_bytes += chunk.size() - parser.get().body().size;
         if (bec == http::error::need_buffer) {
@@ -238,15 +274,11 @@ net::awaitable<exchange_result> exchange(beast::tcp_stream& s,
 }
 
 net::awaitable<probe_result> run_probe(std::string host, std::uint16_t port, std::string path,
-                                       std::chrono::milliseconds timeout,
-                                       beast::tcp_stream* stream) {
+                                       std::chrono::milliseconds timeout, probe_connection* stream,
+                                       std::shared_ptr<const probe_tls> tls) {
     const auto deadline = clock::now() + timeout;
-    std::optional<beast::tcp_stream> own;
-    beast::tcp_stream* s = stream;
-    if (s == nullptr) {
-        own.emplace(co_await net::this_coro::executor);
-        s = &*own;
-    }
+    probe_connection own;
+    probe_connection& slot = stream != nullptr ? *stream : own;
 
     http::request<http::empty_body> req{http::verb::get, path, 11};
     req.set(http::field::host, host_header(host, port));
@@ -255,40 +287,58 @@ net::awaitable<probe_result> run_probe(std::string host, std::uint16_t port, std
         req.keep_alive(false);
     }
 
-    if (s->socket().is_open()) {
-        exchange_result r = co_await exchange(*s, req, deadline, timeout);
+    if (slot && slot->socket().is_open()) {
+        exchange_result r = co_await exchange(*slot, req, deadline, timeout);
         if (!r.stale) {
             if (r.keep_alive) {
-                s->expires_never();
+                slot->expires_never();
             } else {
-                close_stream(*s);
+                close_stream(*slot);
             }
             co_return std::move(r.result);
         }
         // The upstream closed the idle connection: not the endpoint's fault.
-        close_stream(*s);
+        close_stream(*slot);
     }
 
-    std::string error = co_await connect(*s, host, port, deadline, timeout);
+    // A fresh connection (a TLS stream cannot be connected twice).
+    slot.emplace(beast::tcp_stream(co_await net::this_coro::executor));
+    std::string error = co_await connect(*slot, host, port, deadline, timeout, tls.get());
     if (!error.empty()) {
-        close_stream(*s);
+        close_stream(*slot);
         co_return probe_result{0, std::move(error)};
     }
-    exchange_result r = co_await exchange(*s, req, deadline, timeout);
+    exchange_result r = co_await exchange(*slot, req, deadline, timeout);
     if (r.keep_alive && stream != nullptr) {
-        s->expires_never();
+        slot->expires_never();
     } else {
-        close_stream(*s);
+        close_stream(*slot);
     }
     co_return std::move(r.result);
 }
 
 }  // namespace
 
-net::awaitable<probe_result> probe(std::string host, std::uint16_t port, std::string path,
-                                   std::chrono::milliseconds timeout, beast::tcp_stream* stream) {
+std::shared_ptr<const probe_tls> make_probe_tls(const config::upstream_tls& cfg) {
+    if (!cfg.enabled) {
+        return nullptr;
+    }
+    auto out = std::make_shared<probe_tls>();
+    out->settings = cfg;
     try {
-        co_return co_await run_probe(std::move(host), port, std::move(path), timeout, stream);
+        out->context = transport::make_client_context(cfg);
+    } catch (const std::exception& e) {
+        out->error = e.what();
+    }
+    return out;
+}
+
+net::awaitable<probe_result> probe(std::string host, std::uint16_t port, std::string path,
+                                   std::chrono::milliseconds timeout, probe_connection* stream,
+                                   std::shared_ptr<const probe_tls> tls) {
+    try {
+        co_return co_await run_probe(std::move(host), port, std::move(path), timeout, stream,
+                                     std::move(tls));
     } catch (const std::bad_alloc&) {
         throw;
     } catch (const boost::system::system_error& e) {

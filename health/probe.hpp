@@ -10,6 +10,11 @@
 // through a fixed 8 KiB buffer and never kept; after `probe_body_limit` bytes
 // the probe stops reading, reports the status and closes the connection.
 //
+// TLS: with `tls` (upstream_defaults.tls on) the probe connects with TLS and
+// verifies the endpoint exactly as the data path does (transport/tls_client.hpp),
+// so a certificate the proxy would refuse fails the check ("certificate
+// verify failed: ...") instead of looking healthy.
+//
 // Keep-alive: with a non-null `stream` that is open, the request goes on that
 // connection; if it turns out to be stale (the peer closed it while idle:
 // EOF, reset or a broken pipe before any byte of a response), the probe
@@ -35,12 +40,17 @@
 // when no response head arrived.
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/asio/ssl/context.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
+
+#include "config/config.hpp"
+#include "transport/stream.hpp"
 
 namespace switchyard::health {
 
@@ -52,10 +62,28 @@ struct probe_result {
     std::string error;    // empty on a complete response; else one short phrase
 };
 
+// TLS for probes: the settings and a client context of the thread that runs
+// the probes. Shared by the probes of one thread (a shared_ptr keeps it alive
+// while any probe uses it).
+struct probe_tls {
+    config::upstream_tls settings;
+    std::unique_ptr<boost::asio::ssl::context> context;  // null: see `error`
+    std::string error;  // why the context could not be made
+};
+
+// Null when TLS to upstreams is off; otherwise a context for `cfg` (or, when
+// the CA file cannot be loaded, one that makes every probe fail saying why).
+std::shared_ptr<const probe_tls> make_probe_tls(const config::upstream_tls& cfg);
+
+// A connection kept between probes of one endpoint (empty: none yet).
+using probe_connection = std::optional<transport::duplex_stream>;
+
 // See the file comment. `host` is a DNS name or an IPv4/IPv6 literal (no
-// brackets); `path` the request target ("/healthz").
+// brackets); `path` the request target ("/healthz"). `tls` null: plain HTTP.
+// A kept `stream` must have been made with the same `tls`.
 boost::asio::awaitable<probe_result> probe(std::string host, std::uint16_t port, std::string path,
                                            std::chrono::milliseconds timeout,
-                                           boost::beast::tcp_stream* stream = nullptr);
+                                           probe_connection* stream = nullptr,
+                                           std::shared_ptr<const probe_tls> tls = nullptr);
 
 }  // namespace switchyard::health

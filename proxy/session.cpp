@@ -22,6 +22,7 @@
 #include "proxy/access_log.hpp"
 #include "proxy/headers.hpp"
 #include "proxy/worker.hpp"
+#include "transport/tls_client.hpp"
 
 namespace switchyard::proxy {
 
@@ -540,15 +541,16 @@ net::awaitable<void> session::respond_body_error(boost::system::error_code rec) 
 }
 
 net::awaitable<upstream_ptr> session::connect(const routing::endpoint& ep,
-                                              std::chrono::milliseconds timeout,
+                                              const config::upstream_defaults& upstream,
+                                              net::ssl::context* tls,
                                               boost::system::error_code& ec) {
     auto conn = std::make_unique<upstream_connection>(beast::tcp_stream(worker_.context()));
-    conn->stream.expires_after(timeout);
+    auto& tcp = conn->stream.tcp();
+    tcp.expires_after(upstream.connect_timeout);
     boost::system::error_code aec;
     const auto address = net::ip::make_address(ep.host, aec);
     if (!aec) {
-        auto [cec] = co_await conn->stream.async_connect(net::ip::tcp::endpoint(address, ep.port),
-                                                          use_tuple);
+        auto [cec] = co_await tcp.async_connect(net::ip::tcp::endpoint(address, ep.port), use_tuple);
         ec = cec;
     } else {
         // A DNS name: resolved here for now (the control thread's periodic
@@ -560,13 +562,35 @@ net::awaitable<upstream_ptr> session::connect(const routing::endpoint& ep,
             ec = rec;
             co_return nullptr;
         }
-        auto [cec, connected] = co_await conn->stream.async_connect(results, use_tuple);
+        auto [cec, connected] = co_await tcp.async_connect(results, use_tuple);
         ec = cec;
     }
     if (ec) {
         co_return nullptr;
     }
     conn->stream.socket().set_option(net::ip::tcp::no_delay(true), aec);
+    if (upstream.tls.enabled) {
+        // The handshake is part of connecting: under the same deadline, and a
+        // failure (an unverified certificate included) is a connect error,
+        // retried on another endpoint and answered 502.
+        if (tls == nullptr) {
+            ec = boost::system::errc::make_error_code(boost::system::errc::protocol_not_supported);
+            co_return nullptr;
+        }
+        conn->stream.start_tls(*tls);
+        conn->made_with = tls->native_handle();
+        SSL* ssl = conn->stream.tls().native_handle();
+        if (!transport::prepare_client(ssl, upstream.tls, ep.host).empty()) {
+            ec = boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+            co_return nullptr;
+        }
+        auto [hec] = co_await conn->stream.tls().async_handshake(net::ssl::stream_base::client,
+                                                                 use_tuple);
+        if (hec) {
+            ec = hec;
+            co_return nullptr;
+        }
+    }
     co_return conn;
 }
 
@@ -709,6 +733,10 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         worker_.stats(p.id).record(now, latency, result, status, judged);
     };
 
+    // TLS to upstreams: this worker's client context (null: plain TCP).
+    net::ssl::context* const upstream_tls =
+        cfg.upstream.tls.enabled ? worker_.upstream_tls(cfg.upstream.tls) : nullptr;
+
     bool rechosen = false;
     for (;;) {
         const routing::endpoint* ep = routing::choose_endpoint(
@@ -736,12 +764,17 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
             req.set(http::field::host, ep->address);
         }
 
-        // Lease a pooled connection, else connect.
-        upstream_ptr conn = worker_.upstreams().lease(ep->id);
+        // Lease a pooled connection made the way this request's settings
+        // say (plain or with this TLS context), else connect.
+        upstream_ptr conn;
+        if (!cfg.upstream.tls.enabled || upstream_tls != nullptr) {
+            conn = worker_.upstreams().lease(
+                ep->id, upstream_tls != nullptr ? upstream_tls->native_handle() : nullptr);
+        }
         const bool reused = conn != nullptr;
         if (!conn) {
             boost::system::error_code cec;
-            conn = co_await connect(*ep, cfg.upstream.connect_timeout, cec);
+            conn = co_await connect(*ep, cfg.upstream, upstream_tls, cec);
             if (!conn) {
                 note_endpoint_result(*ep, true);
                 worker_.stats(pool->id).record_upstream_error(
@@ -1110,21 +1143,12 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
 
 namespace {
 
-void close_quietly(beast::tcp_stream& s) {
-    boost::system::error_code ec;
-    s.socket().close(ec);
-}
 void close_quietly(duplex_stream& s) {
     boost::system::error_code ec;
     s.socket().close(ec);
 }
 // Half-close: no more bytes this way. TLS cannot half-close its TCP
 // connection without ending the session, so it closes (false).
-bool shutdown_send(beast::tcp_stream& s) {
-    boost::system::error_code ec;
-    s.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
-    return !ec;
-}
 bool shutdown_send(duplex_stream& s) {
     if (s.is_tls()) {
         return false;
@@ -1143,8 +1167,7 @@ struct tunnel_state {
 
 // Copies bytes one way until the source ends. Idle means no byte either way
 // for `idle`: a quiet direction is kept while the other one talks.
-template <class From, class To>
-net::awaitable<std::uint64_t> pump(From& from, To& to, tunnel_state& state) {
+net::awaitable<std::uint64_t> pump(duplex_stream& from, duplex_stream& to, tunnel_state& state) {
     std::array<char, 16 * 1024> buf;
     std::uint64_t total = 0;
     const auto end_both = [&] {
@@ -1184,7 +1207,7 @@ net::awaitable<std::uint64_t> pump(From& from, To& to, tunnel_state& state) {
 
 }  // namespace
 
-net::awaitable<void> session::tunnel(beast::tcp_stream& upstream,
+net::awaitable<void> session::tunnel(duplex_stream& upstream,
                                      std::chrono::steady_clock::duration idle,
                                      std::chrono::steady_clock::duration send_timeout) {
     using namespace net::experimental::awaitable_operators;

@@ -27,13 +27,14 @@
 
 #include "config/config.hpp"
 #include "proxy/request_parser.hpp"
-#include "proxy/stream.hpp"
+#include "transport/stream.hpp"
 #include "proxy/upstream_pool.hpp"
 #include "routing/snapshot.hpp"
 
 namespace switchyard::proxy {
 
 namespace net = boost::asio;
+using transport::duplex_stream;
 namespace beast = boost::beast;
 namespace http = beast::http;
 
@@ -104,13 +105,16 @@ private:
     net::awaitable<bool> handshake(net::ssl::context& context, const config::limits& limits);
     // After a 101 to a WebSocket handshake: bytes both ways until either side
     // closes or neither sends for `idle` (SPEC §4).
-    net::awaitable<void> tunnel(beast::tcp_stream& upstream, std::chrono::steady_clock::duration idle,
+    net::awaitable<void> tunnel(duplex_stream& upstream, std::chrono::steady_clock::duration idle,
                                 std::chrono::steady_clock::duration send_timeout);
     // Appends the request just answered to the worker's access log (when on).
     void log_access();
+    // A new upstream connection (TCP, then the TLS handshake when
+    // upstream_defaults.tls is on, with `tls` this worker's client context),
+    // all within connect_timeout; null with `ec` set on failure.
     net::awaitable<upstream_ptr> connect(const routing::endpoint& ep,
-                                         std::chrono::milliseconds timeout,
-                                         boost::system::error_code& ec);
+                                         const config::upstream_defaults& upstream,
+                                         net::ssl::context* tls, boost::system::error_code& ec);
 
     // What reading a request header ended with: 0 = a header is parsed;
     // otherwise the status to answer (and close), or `silent` to close

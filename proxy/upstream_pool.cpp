@@ -16,7 +16,7 @@ bool idle_socket_alive(int fd) {
     return false;
 }
 
-upstream_ptr upstream_pool::lease(routing::endpoint_id id) {
+upstream_ptr upstream_pool::lease(routing::endpoint_id id, const void* made_with) {
     auto it = idle_.find(id);
     if (it == idle_.end()) {
         return nullptr;
@@ -25,10 +25,10 @@ upstream_ptr upstream_pool::lease(routing::endpoint_id id) {
     while (!stack.empty()) {
         upstream_ptr conn = std::move(stack.back());
         stack.pop_back();
-        if (idle_socket_alive(conn->stream.socket().native_handle())) {
+        if (conn->made_with == made_with && idle_socket_alive(conn->stream.socket().native_handle())) {
             return conn;
         }
-        // Dead: dropping it closes the socket.
+        // Dead or made under other TLS settings: dropping it closes it.
     }
     return nullptr;
 }

@@ -7,8 +7,6 @@
 // MSG_PEEK (EOF or unexpected bytes: discard) before returning it, and the
 // worker's periodic sweep drops the ones that died or idled too long.
 
-#include <boost/beast/core/tcp_stream.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -16,12 +14,18 @@
 #include <vector>
 
 #include "routing/snapshot.hpp"
+#include "transport/stream.hpp"
 
 namespace switchyard::proxy {
 
 struct upstream_connection {
     explicit upstream_connection(boost::beast::tcp_stream s) : stream(std::move(s)) {}
-    boost::beast::tcp_stream stream;
+    transport::duplex_stream stream;  // plain TCP or TLS (upstream_defaults.tls)
+    // What the connection was made with: the worker's TLS client context, or
+    // null for plain TCP. A connection is only reused under the same one, so a
+    // reload that turns TLS on, off, or changes what is verified never hands
+    // a request a connection made under the old rules.
+    const void* made_with = nullptr;
     std::chrono::steady_clock::time_point idle_since{};
     std::uint64_t requests = 0;  // served on this connection
 };
@@ -30,8 +34,8 @@ using upstream_ptr = std::unique_ptr<upstream_connection>;
 
 class upstream_pool {
 public:
-    // A live idle connection to `id`, or nullptr.
-    upstream_ptr lease(routing::endpoint_id id);
+    // A live idle connection to `id` made with `made_with`, or nullptr.
+    upstream_ptr lease(routing::endpoint_id id, const void* made_with);
     // Returns a connection that finished a response cleanly; closes it when
     // the endpoint already holds `max_idle` idle connections.
     void give_back(routing::endpoint_id id, upstream_ptr conn, std::uint32_t max_idle);

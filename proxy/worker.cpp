@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <iostream>
 
+#include "transport/tls_client.hpp"
+
 namespace switchyard::proxy {
 
 namespace {
@@ -47,6 +49,23 @@ std::uint64_t fast_random::operator()() {
     s_[2] ^= t;
     s_[3] = rotl(s_[3], 45);
     return result;
+}
+
+net::ssl::context* worker::upstream_tls(const config::upstream_tls& cfg) {
+    if (upstream_tls_for_ != cfg) {
+        // Connections made with the old context keep its SSL_CTX alive
+        // (OpenSSL counts references) until they close.
+        upstream_tls_.reset();
+        upstream_tls_for_ = cfg;
+        try {
+            upstream_tls_ = transport::make_client_context(cfg);
+        } catch (const std::exception& e) {
+            std::cerr << "switchyard: worker " << index_
+                      << ": TLS to upstreams is unusable, connections to upstreams fail: " << e.what()
+                      << "\n";
+        }
+    }
+    return upstream_tls_.get();
 }
 
 buffer_pool::buffer buffer_pool::acquire() {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -142,6 +143,12 @@ public:
     routing::balancer_state& balancer() { return balancer_; }
     health::pool_shard& stats(routing::pool_id id) { return stats_.shard(id, index_); }
     upstream_pool& upstreams() { return upstreams_; }
+    // This worker's TLS client context for connections to upstreams under
+    // `cfg`, made on first use and again when a reload changes the settings
+    // (connections made with the old one are never reused: upstream_pool).
+    // Null when it cannot be made (the CA file became unreadable since the
+    // config was checked): logged once per change of settings.
+    net::ssl::context* upstream_tls(const config::upstream_tls& cfg);
     buffer_pool& buffers() { return buffers_; }
     fast_random& random() { return random_; }
     bool draining() const { return draining_; }
@@ -174,6 +181,8 @@ private:
     routing::balancer_state balancer_;
     health::stats_registry& stats_;
     upstream_pool upstreams_;
+    std::unique_ptr<net::ssl::context> upstream_tls_;
+    std::optional<config::upstream_tls> upstream_tls_for_;  // what upstream_tls_ was made for
     buffer_pool buffers_;
     fast_random random_;
     net::steady_timer sweep_timer_;

@@ -303,9 +303,10 @@ testing::AssertionResult run_until(net::io_context& ioc, const std::function<boo
 
 probe_result run_probe(net::io_context& ioc, std::string host, std::uint16_t port, std::string path,
                        std::chrono::milliseconds timeout = 2s,
-                       beast::tcp_stream* stream = nullptr) {
+                       probe_connection* stream = nullptr,
+                       std::shared_ptr<const probe_tls> tls = nullptr) {
     std::optional<probe_result> out;
-    net::co_spawn(ioc, probe(std::move(host), port, std::move(path), timeout, stream),
+    net::co_spawn(ioc, probe(std::move(host), port, std::move(path), timeout, stream, std::move(tls)),
                   [&out](std::exception_ptr e, probe_result r) {
                       if (e) {
                           ADD_FAILURE() << "probe threw";
@@ -395,12 +396,12 @@ TEST(Probe, MalformedAndClosedResponses) {
 TEST(Probe, ReusesAKeepAliveConnection) {
     net::io_context ioc;
     upstream up;
-    beast::tcp_stream stream(ioc);
+    probe_connection stream;
     for (int i = 0; i < 3; ++i) {
         const auto r = run_probe(ioc, "127.0.0.1", up.port(), "/healthz", 2s, &stream);
         EXPECT_EQ(r.status, 200u);
         EXPECT_EQ(r.error, "");
-        EXPECT_TRUE(stream.socket().is_open());
+        EXPECT_TRUE((stream && stream->socket().is_open()));
     }
     EXPECT_EQ(up.health_check_count(), 3u);
     EXPECT_EQ(up.connection_count(), 1u);
@@ -409,7 +410,7 @@ TEST(Probe, ReusesAKeepAliveConnection) {
 TEST(Probe, RetriesOnceWhenTheKeptConnectionWentStale) {
     net::io_context ioc;
     upstream up;
-    beast::tcp_stream stream(ioc);
+    probe_connection stream;
     ASSERT_EQ(run_probe(ioc, "127.0.0.1", up.port(), "/healthz", 2s, &stream).status, 200u);
     // The upstream may not be back to waiting for a request yet: retry.
     ASSERT_TRUE(test::wait_until(
@@ -422,23 +423,23 @@ TEST(Probe, RetriesOnceWhenTheKeptConnectionWentStale) {
     EXPECT_EQ(r.status, 200u);
     EXPECT_EQ(r.error, "");
     EXPECT_EQ(up.connection_count(), 2u);
-    EXPECT_TRUE(stream.socket().is_open());
+    EXPECT_TRUE((stream && stream->socket().is_open()));
 }
 
 TEST(Probe, BoundsTheBodyAndClosesALargeOne) {
     net::io_context ioc;
     upstream up;
     up.set_response_size(1024 * 1024);
-    beast::tcp_stream stream(ioc);
+    probe_connection stream;
     const auto r = run_probe(ioc, "127.0.0.1", up.port(), "/big", 2s, &stream);
     EXPECT_EQ(r.status, 200u);
     EXPECT_EQ(r.error, "");
-    EXPECT_FALSE(stream.socket().is_open());
+    EXPECT_FALSE((stream && stream->socket().is_open()));
 
     up.set_response_size(probe_body_limit - 100);  // drained, connection kept
     const auto small = run_probe(ioc, "127.0.0.1", up.port(), "/big", 2s, &stream);
     EXPECT_EQ(small.status, 200u);
-    EXPECT_TRUE(stream.socket().is_open());
+    EXPECT_TRUE((stream && stream->socket().is_open()));
     EXPECT_EQ(up.connection_count(), 2u);
 }
 

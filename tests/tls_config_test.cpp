@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "proxy/tls.hpp"
+#include "tests/support/certs.hpp"
 #include "tests/support/process.hpp"
 
 namespace switchyard::test {
@@ -34,24 +35,15 @@ namespace ssl = boost::asio::ssl;
 using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
 
-// A self-signed EC certificate and its key, as cert.pem/key.pem under `dir`
-// with `name` as prefix.
+// A self-signed EC certificate and its key (DIR/NAME.crt, DIR/NAME.key).
 struct cert_pair {
     std::string cert;
     std::string key;
 };
 
 cert_pair make_cert(const temp_dir& dir, const std::string& name) {
-    cert_pair pair{dir.file(name + "-cert.pem"), dir.file(name + "-key.pem")};
-    process openssl("openssl", {"req", "-x509", "-newkey", "ec", "-pkeyopt",
-                                "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", pair.key,
-                                "-out", pair.cert, "-days", "2", "-subj", "/CN=localhost"});
-    const int code = openssl.wait(30s);
-    if (code != 0) {
-        throw std::runtime_error("openssl req failed (" + std::to_string(code) +
-                                 "): " + openssl.errors());
-    }
-    return pair;
+    make_self_signed(dir, name);
+    return {dir.file(name + ".crt"), dir.file(name + ".key")};
 }
 
 class tls_config : public ::testing::Test {
@@ -153,6 +145,44 @@ TEST_F(tls_config, check_rejects_an_unreadable_key_at_its_position) {
         << r.err;
     // Only the one error: no OpenSSL message piled on an unreadable file.
     EXPECT_EQ(r.err.find("does not match"), std::string::npos) << r.err;
+}
+
+// upstream_defaults.tls.ca_file: loaded by check exactly as the upstream
+// connections load it; a file without a PEM certificate is refused at the
+// value's position, a good one (or any file with verify off) accepted.
+TEST_F(tls_config, check_rejects_an_upstream_ca_file_without_a_certificate_at_its_position) {
+    const std::string junk = dir_->write("junk-ca.pem", "not a certificate\n");
+    const auto with_ca = [&](const std::string& ca, bool verify) {
+        return "listeners:\n"
+               "  - name: public\n"
+               "    address: 127.0.0.1:0\n"
+               "admin:\n"
+               "  address: 127.0.0.1:0\n"
+               "upstream_defaults:\n"
+               "  tls:\n"
+               "    enabled: true\n"
+               "    ca_file: " + ca + "\n"
+               "    verify: " + (verify ? "true" : "false") + "\n"
+               "services:\n"
+               "  - name: shop\n"
+               "    stable: blue\n"
+               "    pools:\n"
+               "      blue: { endpoints: [\"127.0.0.1:1\"], weight: 100 }\n";
+    };
+    const std::string bad = dir_->write("bad-ca.yaml", with_ca(junk, true));
+    const auto r = switchyard({"check", "--config", bad});
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_NE(r.err.find(bad + ":9:14: ca_file '" + junk + "' holds no PEM certificate"),
+              std::string::npos)
+        << r.err;
+
+    const std::string good = dir_->write("good-ca.yaml", with_ca(good_->cert, true));
+    const auto ok = switchyard({"check", "--config", good});
+    EXPECT_EQ(ok.code, 0) << ok.err;
+
+    const std::string unverified = dir_->write("unverified.yaml", with_ca(junk, false));
+    const auto off = switchyard({"check", "--config", unverified});
+    EXPECT_EQ(off.code, 0) << off.err;
 }
 
 // --- The contexts themselves, in process ------------------------------------

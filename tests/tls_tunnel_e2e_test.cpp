@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "tests/support/certs.hpp"
 #include "tests/support/client.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/upstream.hpp"
@@ -101,26 +102,10 @@ private:
     std::string target_;
 };
 
-std::string run_openssl(const std::vector<std::string>& args) {
-    process p("openssl", args);
-    const int code = p.wait(30s);
-    if (code != 0) {
-        throw std::runtime_error("openssl failed (" + std::to_string(code) + "): " + p.errors());
-    }
-    return p.output();
-}
-
-// A self-signed certificate for localhost and 127.0.0.1 (P-256: fast to make).
-void make_certificate(const temp_dir& dir, const std::string& name) {
-    run_openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", dir.file(name + ".key"), "-out", dir.file(name + ".crt"), "-days", "2",
-                 "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"});
-}
-
 class tls_tunnel_e2e : public ::testing::Test {
 protected:
     void start(const std::string& min_version = "1.2", const std::string& limits = "") {
-        make_certificate(dir_, "server");
+        make_self_signed(dir_, "server");
         plain_port_ = free_port();
         do {
             tls_port_ = free_port();

@@ -23,7 +23,7 @@
 #include <memory>
 #include <utility>
 
-namespace switchyard::proxy {
+namespace switchyard::transport {
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
@@ -140,4 +140,4 @@ private:
     std::unique_ptr<tls_stream> tls_;
 };
 
-}  // namespace switchyard::proxy
+}  // namespace switchyard::transport

@@ -1,8 +1,8 @@
-#include "proxy/stream.hpp"
+#include "transport/stream.hpp"
 
 #include <span>
 
-namespace switchyard::proxy {
+namespace switchyard::transport {
 
 void duplex_stream::tls_read_some(net::mutable_buffer buffer, handler_type handler) {
     tls_->async_read_some(buffer, std::move(handler));
@@ -13,4 +13,4 @@ void duplex_stream::tls_write_some(const gathered& buffers, handler_type handler
                            std::move(handler));
 }
 
-}  // namespace switchyard::proxy
+}  // namespace switchyard::transport
