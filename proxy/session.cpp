@@ -185,6 +185,15 @@ net::awaitable<void> session::lingering_close() {
     // Half-close and drain briefly, so that a response just written is not
     // destroyed by a reset caused by request bytes we never read (nginx's
     // lingering_close).
+    if (stream_.is_tls()) {
+        // The TLS form: close_notify, then up to a second for the peer's (or
+        // its close); OpenSSL discards application data that still arrives.
+        // A client can then tell a complete close from a truncation.
+        stream_.expires_after(std::chrono::seconds(1));
+        co_await stream_.tls().async_shutdown(use_tuple);
+        stream_.close();
+        co_return;
+    }
     boost::system::error_code ec;
     stream_.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
     if (ec) {

@@ -245,6 +245,38 @@ TEST_F(tls_tunnel_e2e, https_request_is_proxied_with_alpn_http11_and_forwarded_p
     EXPECT_EQ(upstream_.requests().back().header("X-Forwarded-Proto"), "http");
 }
 
+// A connection the proxy closes (here after Connection: close, and after a
+// 400) ends with a TLS close_notify: the client reads a clean end of stream,
+// not a truncation.
+TEST_F(tls_tunnel_e2e, the_proxy_closes_a_tls_connection_with_close_notify) {
+    start();
+    auto ctx = client_context();
+    const auto read_after = [&](const std::string& request) {
+        net::io_context ioc;
+        beast::ssl_stream<beast::tcp_stream> stream(ioc, ctx);
+        beast::get_lowest_layer(stream).expires_after(10s);
+        beast::get_lowest_layer(stream).connect(
+            tcp::endpoint(net::ip::make_address("127.0.0.1"), tls_port_));
+        SSL_set_tlsext_host_name(stream.native_handle(), "localhost");
+        stream.handshake(ssl::stream_base::client);
+        net::write(stream, net::buffer(request));
+        beast::flat_buffer buffer;
+        http::response<http::string_body> res;
+        http::read(stream, buffer, res);
+        boost::system::error_code ec;
+        char byte = 0;
+        stream.read_some(net::buffer(&byte, 1), ec);
+        return std::make_pair(res.result_int(), ec);
+    };
+    const auto [status, ec] =
+        read_after("GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(status, 200u);
+    EXPECT_EQ(ec, net::error::eof) << ec.message();
+    const auto [bad_status, bad_ec] = read_after("GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+    EXPECT_EQ(bad_status, 400u);
+    EXPECT_EQ(bad_ec, net::error::eof) << bad_ec.message();
+}
+
 TEST_F(tls_tunnel_e2e, sessions_resume_across_connections_and_workers) {
     start();
     auto ctx = client_context();
