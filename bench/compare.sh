@@ -152,7 +152,11 @@ http {
   fastcgi_temp_path $work/nginx/fastcgi;
   uwsgi_temp_path $work/nginx/uwsgi;
   scgi_temp_path $work/nginx/scgi;
-  upstream bench { server 127.0.0.1:$upstream_port; keepalive 64; }
+  # nginx closes a keep-alive connection after 1000 requests by default, on
+  # both sides; switchyard and HAProxy do not: the same here (and the open
+  # loop keeps its connections).
+  keepalive_requests 1000000;
+  upstream bench { server 127.0.0.1:$upstream_port; keepalive 64; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:${port[nginx]};
     location / {

@@ -55,6 +55,65 @@ void note_endpoint_result(const routing::endpoint& ep, bool failed) {
     }
 }
 
+// Pieces up to this size are copied into one contiguous buffer before they
+// are written; larger ones go through Beast's gathered write.
+constexpr std::size_t flat_write_limit = 16 * 1024;
+
+// Writes what `sr` holds ready: the header (alone when `header_only`, as
+// async_write_header) and the body piece its buffer_body points at. When it
+// all fits in flat_write_limit it is copied into `scratch` and written as one
+// buffer: Beast's own write presents the header as one buffer per field,
+// re-wrapped on every write_some, which was a quarter of the instructions
+// of a small proxied request (BENCHMARKS.md, profile item 2). A larger piece
+// is written by Beast, whose per-call cost is then small beside the bytes.
+// need_buffer (the serializer waits for the next body piece) is success.
+template <bool isRequest>
+net::awaitable<boost::system::error_code> send_ready(
+    duplex_stream& stream, http::serializer<isRequest, http::buffer_body>& sr, char* scratch,
+    bool header_only) {
+    sr.split(header_only);
+    std::size_t used = 0;
+    bool fits = true;
+    boost::system::error_code ec;
+    while (!sr.is_done() && !(header_only && sr.is_header_done())) {
+        std::size_t n = 0;
+        sr.next(ec, [&](boost::system::error_code&, const auto& buffers) {
+            const std::size_t size = net::buffer_size(buffers);
+            if (size > flat_write_limit - used) {
+                fits = false;
+                return;
+            }
+            n = net::buffer_copy(net::buffer(scratch + used, size), buffers);
+        });
+        if (ec || !fits) {
+            break;
+        }
+        sr.consume(n);
+        used += n;
+    }
+    if (ec && ec != http::error::need_buffer) {
+        co_return ec;
+    }
+    if (used != 0) {
+        auto [wec, wn] = co_await net::async_write(stream, net::buffer(scratch, used), use_tuple);
+        if (wec) {
+            co_return wec;
+        }
+    }
+    if (!fits) {
+        boost::system::error_code wec;
+        if (header_only) {
+            std::tie(wec, std::ignore) = co_await http::async_write_header(stream, sr, use_tuple);
+        } else {
+            std::tie(wec, std::ignore) = co_await http::async_write(stream, sr, use_tuple);
+        }
+        if (wec && wec != http::error::need_buffer) {
+            co_return wec;
+        }
+    }
+    co_return boost::system::error_code{};
+}
+
 }  // namespace
 
 read_deadline::read_deadline(const net::any_io_executor& executor)
@@ -710,6 +769,11 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
     } release{worker_, body_buffer};
     char* const buf = body_buffer.get();
     constexpr std::size_t buf_size = buffer_pool::buffer_size;
+    // Where headers and small body pieces are assembled for one write.
+    auto out_buffer = worker_.buffers().acquire();
+    release_buffer release_out{worker_, out_buffer};
+    char* const out = out_buffer.get();
+    static_assert(flat_write_limit <= buffer_pool::buffer_size);
 
     // A chunked body's first chunk header is parsed before any upstream is
     // chosen, so that a malformed one is a 400 that reaches no upstream
@@ -821,13 +885,8 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         // its header first (the body may be slow, or wait for 100-continue).
         // (No co_await inside a conditional expression: GCC 12 miscompiles
         // temporaries there.)
-        boost::system::error_code hec;
-        if (parser.is_done()) {
-            std::tie(hec, std::ignore) = co_await http::async_write(conn->stream, sr, use_tuple);
-        } else {
-            std::tie(hec, std::ignore) =
-                co_await http::async_write_header(conn->stream, sr, use_tuple);
-        }
+        const boost::system::error_code hec =
+            co_await send_ready(conn->stream, sr, out, !parser.is_done());
         const auto sent_at = clock::now();
         if (hec) {
             if (reused && !stale_retry_used) {
@@ -896,10 +955,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
                     req.body().more = false;
                 }
                 conn->stream.expires_after(cfg.upstream.read_timeout);
-                auto [wec, wn] = co_await http::async_write(conn->stream, sr, use_tuple);
-                if (wec == http::error::need_buffer) {
-                    wec = {};
-                }
+                const auto wec = co_await send_ready(conn->stream, sr, out, false);
                 if (wec) {
                     note_endpoint_result(*ep, true);
                     worker_.stats(pool->id).record_upstream_error(health::upstream_error_kind::reset);
@@ -1069,7 +1125,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
             // The body is not here yet: the header goes now, so that a slow
             // body (a stream, a long poll) does not hold it back. Otherwise
             // the loop below sends header and body in one write.
-            auto [wec, wn] = co_await http::async_write_header(stream_, rsr, use_tuple);
+            const auto wec = co_await send_ready(stream_, rsr, out, true);
             if (wec) {
                 record(*pool, sent_at, outcome_of_status(status), status);
                 co_return false;  // the client went away; conn is dropped
@@ -1119,10 +1175,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
                 piece = 0;
             }
             stream_.expires_after(cfg.limit.send_timeout);
-            auto [dec, dn] = co_await http::async_write(stream_, rsr, use_tuple);
-            if (dec == http::error::need_buffer) {
-                dec = {};
-            }
+            const auto dec = co_await send_ready(stream_, rsr, out, false);
             if (dec) {
                 record(*pool, sent_at, outcome_of_status(status), status);
                 co_return false;  // the client went away
