@@ -5,6 +5,7 @@
 #include <array>
 #include <cctype>
 #include <charconv>
+#include <cstring>
 
 namespace switchyard::proxy {
 
@@ -297,6 +298,73 @@ std::string_view add_forwarding(http::request_header<>& req, std::string_view cl
     }
     req.set("X-Request-Id", std::string_view(buf, sizeof buf));
     return req["X-Request-Id"];
+}
+
+namespace {
+
+// Appends to out[0, cap) at `at`; false (nothing written) when it does not fit.
+class wire_writer {
+public:
+    wire_writer(char* out, std::size_t cap) : out_(out), cap_(cap) {}
+    void put(std::string_view s) {
+        if (s.size() > cap_ - at_) {
+            overflow_ = true;
+            return;
+        }
+        std::memcpy(out_ + at_, s.data(), s.size());
+        at_ += s.size();
+    }
+    void version(unsigned v) {
+        const char text[] = {'H', 'T', 'T', 'P', '/', static_cast<char>('0' + v / 10), '.',
+                             static_cast<char>('0' + v % 10)};
+        put(std::string_view(text, sizeof text));
+    }
+    void fields_and_end(const http::fields& fields) {
+        for (const auto& f : fields) {
+            put(f.name_string());
+            put(": ");
+            put(f.value());
+            put("\r\n");
+        }
+        put("\r\n");
+    }
+    std::size_t size() const { return overflow_ ? 0 : at_; }
+
+private:
+    char* out_;
+    std::size_t cap_;
+    std::size_t at_ = 0;
+    bool overflow_ = false;
+};
+
+}  // namespace
+
+std::size_t format_header(const http::request_header<>& h, char* out, std::size_t cap) {
+    wire_writer w(out, cap);
+    w.put(h.method_string());
+    w.put(" ");
+    w.put(h.target());
+    w.put(" ");
+    w.version(h.version());
+    w.put("\r\n");
+    w.fields_and_end(h);
+    return w.size();
+}
+
+std::size_t format_header(const http::response_header<>& h, char* out, std::size_t cap) {
+    wire_writer w(out, cap);
+    w.version(h.version());
+    const unsigned code = h.result_int();
+    const char status[] = {' ', static_cast<char>('0' + code / 100 % 10),
+                           static_cast<char>('0' + code / 10 % 10),
+                           static_cast<char>('0' + code % 10), ' '};
+    w.put(std::string_view(status, sizeof status));
+    // As Beast: the reason phrase received, else the standard one.
+    const auto reason = h.reason();
+    w.put(reason.empty() ? http::obsolete_reason(static_cast<http::status>(code)) : reason);
+    w.put("\r\n");
+    w.fields_and_end(h);
+    return w.size();
 }
 
 bool iequals(std::string_view a, std::string_view b) {

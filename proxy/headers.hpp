@@ -61,6 +61,12 @@ std::string_view add_forwarding(http::request_header<>& req, std::string_view cl
 // forwarded (SPEC §4).
 bool names_websocket_upgrade(const http::fields& fields);
 
+// The header as wire text (start line, fields in order, empty line) into
+// out[0, cap): the bytes Beast's serializer writes, without its buffer
+// sequences. Returns the size, or 0 when it does not fit in `cap`.
+std::size_t format_header(const http::request_header<>& h, char* out, std::size_t cap);
+std::size_t format_header(const http::response_header<>& h, char* out, std::size_t cap);
+
 // ASCII case-insensitive equality (field values, tokens).
 bool iequals(std::string_view a, std::string_view b);
 

@@ -885,8 +885,20 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         // its header first (the body may be slow, or wait for 100-continue).
         // (No co_await inside a conditional expression: GCC 12 miscompiles
         // temporaries there.)
-        const boost::system::error_code hec =
-            co_await send_ready(conn->stream, sr, out, !parser.is_done());
+        boost::system::error_code hec;
+        bool request_sent = false;
+        if (!has_body && parser.is_done()) {
+            // The usual request, without a body: its header formatted
+            // straight into one buffer, one write.
+            if (const std::size_t h = format_header(req, out, flat_write_limit); h != 0) {
+                std::tie(hec, std::ignore) =
+                    co_await net::async_write(conn->stream, net::buffer(out, h), use_tuple);
+                request_sent = true;
+            }
+        }
+        if (!request_sent) {
+            hec = co_await send_ready(conn->stream, sr, out, !parser.is_done());
+        }
         const auto sent_at = clock::now();
         if (hec) {
             if (reused && !stale_retry_used) {
@@ -907,7 +919,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
             co_return false;
         }
 
-        if (!sr.is_done()) {
+        if (!request_sent && !sr.is_done()) {
             // Streams the body: one fixed buffer, read a piece, write it, so the
             // slower side sets the pace (back-pressure) and memory stays bounded.
             if (expect_continue && has_body && client_version >= 11 && !body_started &&
@@ -1121,6 +1133,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         http::response_serializer<http::buffer_body> rsr{res};
         stream_.expires_after(cfg.limit.send_timeout);
         log_.status = status;
+        bool header_sent = false;
         if (!rp.is_done() && upbuf_.size() == 0) {
             // The body is not here yet: the header goes now, so that a slow
             // body (a stream, a long poll) does not hold it back. Otherwise
@@ -1130,6 +1143,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
                 record(*pool, sent_at, outcome_of_status(status), status);
                 co_return false;  // the client went away; conn is dropped
             }
+            header_sent = true;
         }
         bool upstream_failed = false;
         std::size_t piece = 0;  // body bytes in the serializer's buffer
@@ -1175,6 +1189,25 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
                 piece = 0;
             }
             stream_.expires_after(cfg.limit.send_timeout);
+            if (!header_sent && rp.is_done() && !res.chunked()) {
+                // The usual small response, whole (or bodiless): its header
+                // formatted straight into one buffer with the body behind it,
+                // one write, no serializer.
+                const std::size_t h = format_header(res, out, flat_write_limit);
+                if (h != 0 && piece <= flat_write_limit - h) {
+                    if (piece != 0) {
+                        std::memcpy(out + h, buf, piece);
+                    }
+                    auto [fec, fn] =
+                        co_await net::async_write(stream_, net::buffer(out, h + piece), use_tuple);
+                    if (fec) {
+                        record(*pool, sent_at, outcome_of_status(status), status);
+                        co_return false;  // the client went away
+                    }
+                    log_.bytes_sent += piece;
+                    break;
+                }
+            }
             const auto dec = co_await send_ready(stream_, rsr, out, false);
             if (dec) {
                 record(*pool, sent_at, outcome_of_status(status), status);
