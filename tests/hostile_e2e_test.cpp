@@ -451,6 +451,23 @@ TEST_F(hostile, http10_without_host_is_proxied) {
     EXPECT_EQ(app().requests()[0].line().rfind("GET /ten HTTP/1.", 0), 0u) << upstream_saw();
 }
 
+// A Content-Length with leading zeros is valid; the upstream gets the plain
+// decimal (found by the fuzzer: 119 zeros went through as they came).
+TEST_F(hostile, content_length_with_leading_zeros_is_forwarded_as_plain_decimal) {
+    const exchange ex = send_raw(port(),
+                                 "POST /zeros HTTP/1.1\r\nHost: a\r\nContent-Length: " +
+                                     std::string(119, '0') + "5\r\n\r\nhello",
+                                 false);
+    ASSERT_TRUE(ex.response.has_value()) << ex.describe();
+    EXPECT_EQ(ex.response->status, 200u) << ex.describe();
+    const auto got = app().requests();
+    ASSERT_EQ(got.size(), 1u) << upstream_saw();
+    const std::string& bytes = got[0].bytes;
+    EXPECT_TRUE(icontains(bytes, "\r\nContent-Length: 5\r\n")) << printable(bytes);
+    EXPECT_FALSE(icontains(bytes, "Content-Length: 0")) << printable(bytes);
+    EXPECT_EQ(bytes.substr(bytes.find("\r\n\r\n") + 4), "hello") << printable(bytes);
+}
+
 // SPEC §4: request trailers are dropped, never forwarded and never merged.
 class hostile_trailer : public hostile_base, public ::testing::WithParamInterface<const char*> {};
 

@@ -43,6 +43,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -630,7 +631,7 @@ void run_client(std::uint16_t port, const std::vector<std::string_view>& pieces)
             ::close(fd);
         }
         if (err != EADDRNOTAVAIL || clock::now() > connect_deadline) {
-            die("client: cannot connect to the proxy");
+            die(std::string("client: cannot connect to the proxy: ") + std::strerror(err));
         }
         ::poll(nullptr, 0, 100);
     }
