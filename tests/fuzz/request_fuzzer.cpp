@@ -618,7 +618,8 @@ void run_client(std::uint16_t port, const std::vector<std::string_view>& pieces)
     addr.sin_port = htons(port);
     // Tens of thousands of runs a minute use up the ephemeral ports (the
     // proxy's aborted upstream connections sit in TIME_WAIT): out of ports
-    // (EADDRNOTAVAIL) is waited out, not reported as a finding.
+    // (EADDRNOTAVAIL) is waited out, not reported as a finding. libFuzzer's
+    // own watchdog signal can interrupt connect (EINTR): tried again.
     int fd = -1;
     const auto connect_deadline = clock::now() + 120s;
     for (;;) {
@@ -630,7 +631,7 @@ void run_client(std::uint16_t port, const std::vector<std::string_view>& pieces)
         if (fd >= 0) {
             ::close(fd);
         }
-        if (err != EADDRNOTAVAIL || clock::now() > connect_deadline) {
+        if ((err != EADDRNOTAVAIL && err != EINTR) || clock::now() > connect_deadline) {
             die(std::string("client: cannot connect to the proxy: ") + std::strerror(err));
         }
         ::poll(nullptr, 0, 100);
