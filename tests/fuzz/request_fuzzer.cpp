@@ -740,6 +740,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
     f->upstream.begin_input();
     run_client(f->port, pieces);
+    // The proxy's session for this input must be over before the upstream's
+    // record is judged: on a loaded machine a request the proxy was still
+    // working on when the client gave up would otherwise land in the next
+    // input's record (seen as a "smuggled request" that was not one). Every
+    // timeout of the fixture is 1 s at most: a session alive 10 s after its
+    // client left is itself a finding.
+    const auto session_deadline = clock::now() + 10s;
+    while (f->server->open_connections() != 0) {
+        if (clock::now() > session_deadline) {
+            finding("a proxy session outlived its client by 10 s", payload, pieces, {});
+        }
+        std::this_thread::sleep_for(1ms);
+    }
     bool settled = false;
     const auto records = f->upstream.settle(2s, settled);
 
