@@ -59,18 +59,44 @@ void note_endpoint_result(const routing::endpoint& ep, bool failed) {
 // are written; larger ones go through Beast's gathered write.
 constexpr std::size_t flat_write_limit = 16 * 1024;
 
+struct send_result {
+    boost::system::error_code ec;
+    // The whole message went out in this call without the serializer, which
+    // therefore never reports is_done(): the caller stops here.
+    bool whole = false;
+};
+
 // Writes what `sr` holds ready: the header (alone when `header_only`, as
-// async_write_header) and the body piece its buffer_body points at. When it
-// all fits in flat_write_limit it is copied into `scratch` and written as one
-// buffer: Beast's own write presents the header as one buffer per field,
-// re-wrapped on every write_some, which was a quarter of the instructions
-// of a small proxied request (BENCHMARKS.md, profile item 2). A larger piece
-// is written by Beast, whose per-call cost is then small beside the bytes.
+// async_write_header) and the body piece its buffer_body points at. Beast's
+// own write presents the header as one buffer per field, re-wrapped on every
+// write_some, which was a quarter of the instructions of a small proxied
+// request (BENCHMARKS.md, profile item 2), so:
+// - a whole message not yet started (the last piece, not chunked: a bodiless
+//   request, a small response already read) is formatted by format_header
+//   into `scratch`, body behind it, and written at once, no serializer;
+// - otherwise what the serializer holds, when it fits in flat_write_limit,
+//   is copied into `scratch` and written as one buffer;
+// - a larger piece is written by Beast, whose per-call cost is then small
+//   beside the bytes.
 // need_buffer (the serializer waits for the next body piece) is success.
 template <bool isRequest>
-net::awaitable<boost::system::error_code> send_ready(
-    duplex_stream& stream, http::serializer<isRequest, http::buffer_body>& sr, char* scratch,
-    bool header_only) {
+net::awaitable<send_result> send_ready(duplex_stream& stream,
+                                       http::serializer<isRequest, http::buffer_body>& sr,
+                                       char* scratch, bool header_only) {
+    auto& message = sr.get();
+    const auto& body = message.body();
+    if (!header_only && !sr.is_header_done() && !body.more && !message.chunked()) {
+        const std::size_t h = format_header(message, scratch, flat_write_limit);
+        const std::size_t piece = body.data != nullptr ? body.size : 0;
+        if (h != 0 && piece <= flat_write_limit - h) {
+            if (piece != 0) {
+                std::memcpy(scratch + h, body.data, piece);
+            }
+            auto [wec, wn] =
+                co_await net::async_write(stream, net::buffer(scratch, h + piece), use_tuple);
+            co_return send_result{wec, true};
+        }
+    }
     sr.split(header_only);
     std::size_t used = 0;
     bool fits = true;
@@ -92,12 +118,12 @@ net::awaitable<boost::system::error_code> send_ready(
         used += n;
     }
     if (ec && ec != http::error::need_buffer) {
-        co_return ec;
+        co_return send_result{ec};
     }
     if (used != 0) {
         auto [wec, wn] = co_await net::async_write(stream, net::buffer(scratch, used), use_tuple);
         if (wec) {
-            co_return wec;
+            co_return send_result{wec};
         }
     }
     if (!fits) {
@@ -108,10 +134,10 @@ net::awaitable<boost::system::error_code> send_ready(
             std::tie(wec, std::ignore) = co_await http::async_write(stream, sr, use_tuple);
         }
         if (wec && wec != http::error::need_buffer) {
-            co_return wec;
+            co_return send_result{wec};
         }
     }
-    co_return boost::system::error_code{};
+    co_return send_result{};
 }
 
 }  // namespace
@@ -808,7 +834,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
 
     // TLS to upstreams: this worker's client context (null: plain TCP).
     net::ssl::context* const upstream_tls =
-        cfg.upstream.tls.enabled ? worker_.upstream_tls(cfg.upstream.tls) : nullptr;
+        cfg.upstream.tls.enabled ? worker_.upstream_tls() : nullptr;
 
     bool rechosen = false;
     for (;;) {
@@ -885,20 +911,8 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         // its header first (the body may be slow, or wait for 100-continue).
         // (No co_await inside a conditional expression: GCC 12 miscompiles
         // temporaries there.)
-        boost::system::error_code hec;
-        bool request_sent = false;
-        if (!has_body && parser.is_done()) {
-            // The usual request, without a body: its header formatted
-            // straight into one buffer, one write.
-            if (const std::size_t h = format_header(req, out, flat_write_limit); h != 0) {
-                std::tie(hec, std::ignore) =
-                    co_await net::async_write(conn->stream, net::buffer(out, h), use_tuple);
-                request_sent = true;
-            }
-        }
-        if (!request_sent) {
-            hec = co_await send_ready(conn->stream, sr, out, !parser.is_done());
-        }
+        const send_result head = co_await send_ready(conn->stream, sr, out, !parser.is_done());
+        const auto hec = head.ec;
         const auto sent_at = clock::now();
         if (hec) {
             if (reused && !stale_retry_used) {
@@ -919,7 +933,7 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
             co_return false;
         }
 
-        if (!request_sent && !sr.is_done()) {
+        if (!head.whole && !sr.is_done()) {
             // Streams the body: one fixed buffer, read a piece, write it, so the
             // slower side sets the pace (back-pressure) and memory stays bounded.
             if (expect_continue && has_body && client_version >= 11 && !body_started &&
@@ -967,7 +981,8 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
                     req.body().more = false;
                 }
                 conn->stream.expires_after(cfg.upstream.read_timeout);
-                const auto wec = co_await send_ready(conn->stream, sr, out, false);
+                const send_result piece_sent = co_await send_ready(conn->stream, sr, out, false);
+                const auto wec = piece_sent.ec;
                 if (wec) {
                     note_endpoint_result(*ep, true);
                     worker_.stats(pool->id).record_upstream_error(health::upstream_error_kind::reset);
@@ -1133,17 +1148,16 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
         http::response_serializer<http::buffer_body> rsr{res};
         stream_.expires_after(cfg.limit.send_timeout);
         log_.status = status;
-        bool header_sent = false;
         if (!rp.is_done() && upbuf_.size() == 0) {
             // The body is not here yet: the header goes now, so that a slow
             // body (a stream, a long poll) does not hold it back. Otherwise
             // the loop below sends header and body in one write.
-            const auto wec = co_await send_ready(stream_, rsr, out, true);
+            const send_result head_sent = co_await send_ready(stream_, rsr, out, true);
+            const auto wec = head_sent.ec;
             if (wec) {
                 record(*pool, sent_at, outcome_of_status(status), status);
                 co_return false;  // the client went away; conn is dropped
             }
-            header_sent = true;
         }
         bool upstream_failed = false;
         std::size_t piece = 0;  // body bytes in the serializer's buffer
@@ -1189,31 +1203,15 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
                 piece = 0;
             }
             stream_.expires_after(cfg.limit.send_timeout);
-            if (!header_sent && rp.is_done() && !res.chunked()) {
-                // The usual small response, whole (or bodiless): its header
-                // formatted straight into one buffer with the body behind it,
-                // one write, no serializer.
-                const std::size_t h = format_header(res, out, flat_write_limit);
-                if (h != 0 && piece <= flat_write_limit - h) {
-                    if (piece != 0) {
-                        std::memcpy(out + h, buf, piece);
-                    }
-                    auto [fec, fn] =
-                        co_await net::async_write(stream_, net::buffer(out, h + piece), use_tuple);
-                    if (fec) {
-                        record(*pool, sent_at, outcome_of_status(status), status);
-                        co_return false;  // the client went away
-                    }
-                    log_.bytes_sent += piece;
-                    break;
-                }
-            }
-            const auto dec = co_await send_ready(stream_, rsr, out, false);
-            if (dec) {
+            const send_result sent = co_await send_ready(stream_, rsr, out, false);
+            if (sent.ec) {
                 record(*pool, sent_at, outcome_of_status(status), status);
                 co_return false;  // the client went away
             }
             log_.bytes_sent += piece;
+            if (sent.whole) {
+                break;
+            }
         }
         if (upstream_failed) {
             stream_.close();

@@ -51,7 +51,7 @@ std::uint64_t fast_random::operator()() {
     return result;
 }
 
-net::ssl::context* worker::upstream_tls(const config::upstream_tls& cfg) {
+void worker::refresh_upstream_tls(const config::upstream_tls& cfg) {
     if (upstream_tls_for_ != cfg) {
         // Connections made with the old context keep its SSL_CTX alive
         // (OpenSSL counts references) until they close.
@@ -65,7 +65,6 @@ net::ssl::context* worker::upstream_tls(const config::upstream_tls& cfg) {
                       << "\n";
         }
     }
-    return upstream_tls_.get();
 }
 
 buffer_pool::buffer buffer_pool::acquire() {
@@ -195,6 +194,9 @@ void worker::apply(std::shared_ptr<const routing::snapshot> snap,
     auto next = std::make_unique<route_epoch>();
     next->snap = std::move(snap);
     next->set = set ? std::move(set) : (current_ ? current_->set : nullptr);
+    if (next->set && next->set->upstream.tls.enabled) {
+        refresh_upstream_tls(next->set->upstream.tls);
+    }
     if (current_) {
         if (current_->users == 0) {
             current_.reset();

@@ -143,12 +143,13 @@ public:
     routing::balancer_state& balancer() { return balancer_; }
     health::pool_shard& stats(routing::pool_id id) { return stats_.shard(id, index_); }
     upstream_pool& upstreams() { return upstreams_; }
-    // This worker's TLS client context for connections to upstreams under
-    // `cfg`, made on first use and again when a reload changes the settings
-    // (connections made with the old one are never reused: upstream_pool).
-    // Null when it cannot be made (the CA file became unreadable since the
-    // config was checked): logged once per change of settings.
-    net::ssl::context* upstream_tls(const config::upstream_tls& cfg);
+    // This worker's TLS client context for connections to upstreams, made
+    // by apply() when settings with upstream_defaults.tls on arrive and made
+    // again when a reload changes them (connections made with the old one
+    // are never reused: upstream_pool). Null when TLS to upstreams was never
+    // on, or when the context cannot be made (the CA file became unreadable
+    // since the config was checked: logged once per change of settings).
+    net::ssl::context* upstream_tls() { return upstream_tls_.get(); }
     buffer_pool& buffers() { return buffers_; }
     fast_random& random() { return random_; }
     bool draining() const { return draining_; }
@@ -167,6 +168,7 @@ private:
     void spawn_accept_loop(std::size_t listener);
     void sweep_idle();
     void flush_access_log();
+    void refresh_upstream_tls(const config::upstream_tls& cfg);
 
     unsigned index_;
     net::io_context ioc_{1};
