@@ -21,7 +21,10 @@ const config::service* find_service(const config::config& cfg, std::string_view 
 }  // namespace
 
 autopilot::autopilot(control_plane& control, health::stats_registry& stats)
-    : control_(control), stats_(stats), timer_(control.get_executor()) {}
+    : control_(control),
+      stats_(stats),
+      timer_(control.get_executor()),
+      last_tick_(health::clock::now()) {}
 
 autopilot::~autopilot() { stop(); }
 
@@ -107,7 +110,9 @@ void autopilot::on_tick() {
         }
         memory.next_evaluation = now + cs.guard_policy.evaluate_every;
         evaluate(cs, memory, now);
+        memory.last_evaluation = now;
     }
+    last_tick_ = now;
 }
 
 void autopilot::scan_outliers(health::clock::time_point now) {
@@ -156,7 +161,7 @@ void autopilot::evaluate(const config::service& cs, service_memory& memory,
             judged_pool& judged = it->second;
             judged.seen = true;
             if (fresh) {
-                judged.since = now;
+                judged.since = memory.last_evaluation.value_or(last_tick_);
                 if (watched) {
                     judged.watch.capture_baseline(watch->baseline);
                 }

@@ -15,6 +15,10 @@
 // The window judged: the guard reads min(window, time since the pool began
 // being judged), so that figures from before a pool got its traffic back
 // (after a revert and an operator's new weights) do not condemn it again.
+// A pool begins being judged at the service's previous evaluation (the last
+// one that did not judge it; for a service's first evaluation, the
+// autopilot's previous tick, its construction for the first): its traffic may begin
+// any time after that, and the first requests count like the others.
 //
 // Threads: construct, start(), stop() and destroy on the control thread (or
 // before it runs). Ownership: borrows the control plane and the statistics,
@@ -59,6 +63,8 @@ private:
     struct service_memory {
         health::clock::time_point next_evaluation{};
         std::map<std::string, judged_pool, std::less<>> pools;
+        // The previous evaluation: where a pool judged afresh begins.
+        std::optional<health::clock::time_point> last_evaluation;
         // Rollout stepping: the step being held and since when it has passed.
         std::optional<int> step;
         std::optional<health::clock::time_point> passing_since;
@@ -79,6 +85,7 @@ private:
     // that leave those settings alone so the checks keep their connections.
     std::shared_ptr<const health::probe_tls> probe_tls_;
     std::map<std::string, service_memory, std::less<>> services_;
+    health::clock::time_point last_tick_;  // construction before the first tick
     bool stopped_ = true;
 };
 

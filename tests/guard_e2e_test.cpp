@@ -303,6 +303,57 @@ TEST_F(guard_e2e, LowTrafficIsInsufficientData) {
         2s, "no revert and verdict insufficient_data"));
 }
 
+// A pool that gets weight between two evaluations is judged on every request
+// it served since, not only on those after the evaluation that first saw it.
+// (Regression: the requests before that evaluation fell out of the window at
+// the next one, and with them a first burst of failures; at startup, the
+// requests before the first evaluation.)
+TEST_F(guard_e2e, RequestsBeforeAPoolsFirstEvaluationAreJudged) {
+    upstream blue("blue");
+    upstream canary("canary");
+    ASSERT_TRUE(start(canary_service(
+        blue, canary, 50, 50,
+        "    guard: {window: 60s, evaluate_every: 1s, min_requests: 1000}\n" + no_ejection)));
+    admin_client admin(admin_port());
+    const auto judged = [](const json::value& s) {
+        return json_at(s, {"guard", "pools", "canary"}) != nullptr;
+    };
+    ASSERT_TRUE(poll_service(admin, "app", judged, 10s, "a first evaluation of canary"));
+    // Weight 0: the next evaluation stops judging canary.
+    ASSERT_EQ(admin.put("/api/v1/services/app/weights", R"({"weights":{"canary":0}})").status, 200u);
+    ASSERT_TRUE(poll_service(
+        admin, "app", [&](const json::value& s) { return !judged(s); }, 10s,
+        "an evaluation without canary"));
+
+    // Right after that evaluation (the next is up to 1 s away): weight back,
+    // and a burst of failures.
+    canary.set_status(500);
+    ASSERT_EQ(admin.put("/api/v1/services/app/weights", R"({"weights":{"canary":50}})").status, 200u);
+    canary.clear();
+    http_client client(port());
+    for (int i = 0; i < 20; ++i) {
+        const http_response r = client.request("GET", "/early/" + std::to_string(i));
+        EXPECT_TRUE(r.status == 200 || r.status == 500) << r.status << " " << r.body;
+    }
+    const std::size_t canary_requests = canary.request_count();
+    ASSERT_GT(canary_requests, 0u) << "50/50: some of 20 requests go to canary";
+
+    // The next evaluation counts all of them, and so do the ones after it
+    // (held over two more evaluations).
+    const auto all_counted = [&](const json::value& s) {
+        return json_number(s, {"guard", "pools", "canary", "requests"}) ==
+               static_cast<double>(canary_requests);
+    };
+    ASSERT_TRUE(poll_service(admin, "app", all_counted, 10s,
+                             "every canary request in the guard's window"));
+    EXPECT_TRUE(service_holds(
+        admin, "app",
+        [&](const json::value& s) {
+            return all_counted(s) && verdict_of(s, "canary") == "insufficient_data";
+        },
+        2500ms, "the canary's requests stay in the window"));
+}
+
 // Contract: a canary with weight and no healthy endpoint for three
 // evaluations is reverted, reason `unavailable`.
 TEST_F(guard_e2e, UnavailableCanaryIsReverted) {
