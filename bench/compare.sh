@@ -220,11 +220,11 @@ start_proxy() {  # start_proxy NAME
 for name in "${peers[@]}"; do start_proxy "$name"; done
 
 clk_tck=$(getconf CLK_TCK)
-cpu_ticks() {  # utime + stime of all threads of PID, in clock ticks
+cpu_ticks() {  # "utime stime" of all threads of PID, in clock ticks
   local stat
   stat=$(<"/proc/$1/stat")
   stat=${stat##*) }
-  awk '{ print $12 + $13 }' <<<"$stat"
+  awk '{ print $12, $13 }' <<<"$stat"
 }
 to_ms() {  # wrk's "610.00us" / "1.23ms" / "1.01s" -> ms
   awk -v v="$1" 'BEGIN {
@@ -242,15 +242,17 @@ run_wrk() {  # run_wrk NAME ROUND
   before=$(cpu_ticks "${pid[$name]}")
   out=$(taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${duration}s" --latency "$url")
   after=$(cpu_ticks "${pid[$name]}")
-  local rps p50 p99 requests errors cpu
+  local rps p50 p99 requests errors cpu sys
   rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
   requests=$(awk '/requests in/ { print $1 }' <<<"$out")
   p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
   p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
   errors=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { n += 1 } END { print n + 0 }' <<<"$out")
-  cpu=$(awk -v t=$((after - before)) -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$2" "$rps" "$p50" "$p99" "$cpu" "$requests" \
-    "$errors" >>"$results"
+  read -r cpu sys < <(awk -v b="$before" -v a="$after" -v hz="$clk_tck" 'BEGIN {
+    split(b, x, " "); split(a, y, " ")
+    printf "%.2f %.2f\n", (y[1] + y[2] - x[1] - x[2]) / hz, (y[2] - x[2]) / hz }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$2" "$rps" "$p50" "$p99" "$cpu" "$requests" \
+    "$errors" "$sys" >>"$results"
   printf '  round %s %-10s %9.0f req/s  P50 %7.3f ms  P99 %7.3f ms  CPU %6.2f s  %7.0f req/CPU-s%s\n' \
     "$2" "$name" "$rps" "$p50" "$p99" "$cpu" \
     "$(awk -v r="$requests" -v c="$cpu" 'BEGIN { print (c > 0 ? r / c : 0) }')" \
@@ -273,9 +275,10 @@ for name in "${peers[@]}"; do
       for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
       return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
     }
-    $1 == n { k++; rps[k] = $3; p50[k] = $4; p99[k] = $5; cpu += $6; req += $7; err += $8 }
-    END { printf "%s\t%.0f\t%.3f\t%.3f\t%.2f\t%.0f\t%d\t%.0f\n", n, median(rps, k), median(p50, k),
-          median(p99, k), cpu, (cpu > 0 ? req / cpu : 0), err, 100 * cpu / (k * wall) }' "$results"
+    $1 == n { k++; rps[k] = $3; p50[k] = $4; p99[k] = $5; cpu += $6; req += $7; err += $8; sys += $9 }
+    END { printf "%s\t%.0f\t%.3f\t%.3f\t%.2f\t%.0f\t%d\t%.0f\t%.0f\n", n, median(rps, k), median(p50, k),
+          median(p99, k), cpu, (cpu > 0 ? req / cpu : 0), err, 100 * cpu / (k * wall),
+          (cpu > 0 ? 100 * sys / cpu : 0) }' "$results"
 done >"$summary"
 
 open=$work/open.tsv
@@ -297,10 +300,10 @@ fi
 # --- The table. ---
 echo
 echo "switchyard vs nginx vs HAProxy: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(uname -r)"
-echo "closed loop: wrk -t1 -c$connections, $rounds x ${duration} s each; medians over rounds; CPU = utime+stime of the proxy process, summed"
-printf '%-11s %10s %9s %9s %9s %13s %7s %8s\n' proxy "req/s" "P50 ms" "P99 ms" "CPU s" "req/CPU-s" "errors" "core %"
-while IFS=$'\t' read -r n rps p50 p99 cpu per err busy; do
-  printf '%-11s %10s %9s %9s %9s %13s %7s %8s\n' "$n" "$rps" "$p50" "$p99" "$cpu" "$per" "$err" "$busy"
+echo "closed loop: wrk -t1 -c$connections, $rounds x ${duration} s each; medians over rounds; CPU = utime+stime of the proxy process, summed; sys % = stime share of it"
+printf '%-11s %10s %9s %9s %9s %13s %7s %8s %7s\n' proxy "req/s" "P50 ms" "P99 ms" "CPU s" "req/CPU-s" "errors" "core %" "sys %"
+while IFS=$'\t' read -r n rps p50 p99 cpu per err busy sys; do
+  printf '%-11s %10s %9s %9s %9s %13s %7s %8s %7s\n' "$n" "$rps" "$p50" "$p99" "$cpu" "$per" "$err" "$busy" "$sys"
 done <"$summary"
 if grep -q '^switchyard' "$summary"; then
   echo

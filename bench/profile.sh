@@ -14,13 +14,21 @@
 # are zeroed, bench/open_loop sends BENCH_PROFILE_REQUESTS requests at a low
 # fixed rate, and the counters are dumped. Output: a table and, in the work
 # directory (BENCH_KEEP=1), the callgrind files for callgrind_annotate.
-# Settings: BENCH_PROFILE_RATE=200, BENCH_PROFILE_SECONDS=10,
-# BENCH_PORT_BASE=18280, BENCH_PEERS="switchyard nginx haproxy".
+#
+# Then, without valgrind, each proxy runs pinned to core 0 under wrk's full
+# load (wrk and the upstream on core 1) while `perf stat` counts its syscalls
+# from the kernel's tracepoints (no PMU needed, little overhead) over
+# BENCH_SYSCALL_SECONDS: syscalls per request, by kind. Syscalls are where
+# this VM's kernel time goes (each costs about a microsecond here).
+# Settings: BENCH_PROFILE_RATE=200, BENCH_PROFILE_SECONDS=10 (0: skip callgrind),
+# BENCH_SYSCALL_SECONDS=5 (0: skip), BENCH_PORT_BASE=18280,
+# BENCH_PEERS="switchyard nginx haproxy".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rate=${BENCH_PROFILE_RATE:-200}
 seconds=${BENCH_PROFILE_SECONDS:-10}
+syscall_seconds=${BENCH_SYSCALL_SECONDS:-5}
 base=${BENCH_PORT_BASE:-18280}
 peers=(${BENCH_PEERS:-switchyard nginx haproxy})
 upstream_port=$base
@@ -84,7 +92,9 @@ http {
   fastcgi_temp_path $work/nginx/fastcgi;
   uwsgi_temp_path $work/nginx/uwsgi;
   scgi_temp_path $work/nginx/scgi;
-  upstream bench { server 127.0.0.1:$upstream_port; keepalive 64; }
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  upstream bench { server 127.0.0.1:$upstream_port; keepalive 64; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:${port[nginx]};
     location / {
@@ -124,13 +134,19 @@ EOF
 "$tools/bench_upstream" "$upstream_port" 2>/dev/null &
 pids+=($!)
 
-results=()
-for name in "${peers[@]}"; do
-  case $name in
+proxy_cmd() {  # proxy_cmd NAME: sets cmd
+  case $1 in
     switchyard) cmd=("$build/cli/switchyard" run --config "$work/switchyard.yaml" --log-level warn) ;;
     nginx) cmd=("$(command -v nginx || echo /usr/sbin/nginx)" -p "$work/nginx" -c "$work/nginx/nginx.conf") ;;
     haproxy) cmd=("$(command -v haproxy || echo /usr/sbin/haproxy)" -db -f "$work/haproxy.cfg") ;;
   esac
+}
+
+results=()
+callgrind_peers=("${peers[@]}")
+if [[ $seconds == 0 ]]; then callgrind_peers=(); fi
+for name in "${callgrind_peers[@]}"; do
+  proxy_cmd "$name"
   valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.$name" "${cmd[@]}" \
     >"$work/$name.log" 2>&1 &
   vg=$!
@@ -162,11 +178,57 @@ for name in "${peers[@]}"; do
   fi
 done
 
-echo "user-space instructions per proxied request (callgrind, $rate req/s over 16 connections, ${seconds} s)"
-printf '%-11s %10s %14s %14s\n' proxy requests "Ir total" "Ir/request"
-for r in "${results[@]}"; do echo "$r"; done
+# --- Syscalls per request under full load (perf tracepoints, no valgrind). ---
+syscall_rows=()
+calls=(recvfrom sendto recvmsg sendmsg read write readv writev epoll_wait epoll_pwait epoll_ctl
+       timerfd_settime futex)
+if [[ $syscall_seconds != 0 ]] && command -v perf >/dev/null && command -v wrk >/dev/null &&
+   perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then
+  events=raw_syscalls:sys_enter
+  for c in "${calls[@]}"; do events+=",syscalls:sys_enter_$c"; done
+  for name in "${peers[@]}"; do
+    proxy_cmd "$name"
+    taskset -c 0 "${cmd[@]}" >"$work/$name.native.log" 2>&1 &
+    proc=$!
+    pids+=($proc)
+    wait_http "${port[$name]}" "$proc" || { echo "profile: $name did not start" >&2; exit 1; }
+    url="http://127.0.0.1:${port[$name]}/"
+    taskset -c 1 wrk -t1 -c64 -d1s "$url" >/dev/null
+    # perf counts over the middle `syscall_seconds` of a run 2 s longer;
+    # requests in that window = wrk's rate x the window.
+    taskset -c 1 wrk -t1 -c64 -d"$((syscall_seconds + 2))s" "$url" >"$work/$name.wrk" &
+    load=$!
+    sleep 1
+    perf stat -x, -e "$events" -p "$proc" -o "$work/$name.perf" -- sleep "$syscall_seconds" \
+      >/dev/null 2>&1
+    wait "$load"
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$work/$name.wrk")
+    row=$(awk -F, -v rps="$rps" -v secs="$syscall_seconds" -v name="$name" '
+      $3 ~ /sys_enter/ { ev = $3; sub(/.*sys_enter_?/, "", ev); n[ev] = $1 }
+      END {
+        req = rps * secs; line = sprintf("%-11s %8.0f %6.2f", name, rps, n[""] / req)
+        split("recvfrom sendto recvmsg sendmsg read write readv writev epoll_wait epoll_pwait epoll_ctl timerfd_settime futex", k, " ")
+        for (i = 1; i <= 13; i++) if (n[k[i]] > 0) line = line sprintf("  %s %.2f", k[i], n[k[i]] / req)
+        print line }' "$work/$name.perf")
+    syscall_rows+=("$row")
+    kill "$proc" 2>/dev/null || true
+    wait "$proc" 2>/dev/null || true
+  done
+fi
+
+if ((${#results[@]})); then
+  echo "user-space instructions per proxied request (callgrind, $rate req/s over 16 connections, ${seconds} s)"
+  printf '%-11s %10s %14s %14s\n' proxy requests "Ir total" "Ir/request"
+  for r in "${results[@]}"; do echo "$r"; done
+fi
 if [[ -f $work/switchyard-top.txt ]]; then
   echo
   echo "switchyard: costliest functions (self Ir per request)"
   cat "$work/switchyard-top.txt"
+fi
+if ((${#syscall_rows[@]})); then
+  echo
+  echo "syscalls per request under full load (wrk -c64, proxy alone on core 0; perf tracepoints over ${syscall_seconds} s)"
+  printf '%-11s %8s %6s  %s\n' proxy "req/s" total "by kind"
+  for r in "${syscall_rows[@]}"; do echo "$r"; done
 fi
