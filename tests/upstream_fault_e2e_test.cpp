@@ -196,6 +196,41 @@ TEST_F(upstream_fault, bytes_beyond_content_length_are_discarded_with_the_connec
     EXPECT_EQ(http_get(port(), "/third").header("X-Request-Line"), "GET /third HTTP/1.1");
 }
 
+// Later, unasked: the upstream sends a whole response into a connection that
+// sits idle in the proxy's pool. The proxy closes that connection at once
+// (its idle watch), and the next request gets its own answer on a new one.
+TEST_F(upstream_fault, a_response_sent_into_an_idle_pooled_connection_spoils_it) {
+    scripted_upstream app([](const upstream_request& r) {
+        reply answer = echo_line(r);
+        if (r.connection == 0 && r.index == 0) {
+            answer.later = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled";
+        }
+        return answer;
+    });
+    ASSERT_TRUE(start(single_pool(app.address()), fault_options));
+    raw_connection conn(port());
+    ASSERT_TRUE(conn.send("GET /first HTTP/1.1\r\nHost: a\r\n\r\n"));
+    auto first = conn.read_response(8s);
+    ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(first->header("X-Request-Line"), "GET /first HTTP/1.1");
+    ASSERT_EQ(app.open_connections(), 1u);
+
+    app.release_later();
+    ASSERT_TRUE(wait_until([&] { return app.later_sent() == 1; }, 10s, "the unasked response sent"));
+    ASSERT_TRUE(wait_until([&] { return app.open_connections() == 0; }, 10s,
+                           "the proxy to close the spoiled connection"));
+
+    ASSERT_TRUE(conn.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n"));
+    auto second = conn.read_response(8s);
+    ASSERT_TRUE(second.has_value()) << printable(conn.read_until_close(1s));
+    EXPECT_EQ(second->status, 200u);
+    EXPECT_EQ(second->header("X-Request-Line"), "GET /second HTTP/1.1")
+        << "the second request got someone else's answer: " << printable(second->body);
+    EXPECT_FALSE(icontains(second->body + conn.read_some(200ms), "smuggled"));
+    EXPECT_EQ(app.connection_count(), 2u);
+    EXPECT_EQ(app.request_count(), 2u);
+}
+
 class close_mid_body : public upstream_fault, public ::testing::WithParamInterface<bool> {};
 
 TEST_P(close_mid_body, aborts_the_client_connection) {

@@ -212,6 +212,9 @@ class scripted_upstream {
     struct reply {
         std::string bytes;  // empty with keep_open: never answer this request
         then after = then::keep_open;
+        // Sent on the same connection, unasked, when the test calls
+        // release_later() (the connection sitting idle in the proxy's pool).
+        std::string later;
     };
     using script = std::function<reply(const request&)>;
 
@@ -307,6 +310,15 @@ class scripted_upstream {
         }
         return n;
     }
+    // Sends every reply's `later` bytes held so far; later_sent() counts them.
+    void release_later() {
+        std::lock_guard lock(state_->mutex);
+        state_->release_later = true;
+    }
+    std::size_t later_sent() const {
+        std::lock_guard lock(state_->mutex);
+        return state_->later_sent;
+    }
     // Forgets recorded bytes and requests (connections stay as they are).
     void clear() {
         std::lock_guard lock(state_->mutex);
@@ -330,6 +342,8 @@ class scripted_upstream {
         std::string all;
         std::vector<request> requests;
         std::vector<connection_state> conns;
+        bool release_later = false;
+        std::size_t later_sent = 0;
     };
 
     void accept_loop() {
@@ -368,7 +382,21 @@ class scripted_upstream {
     void serve(int fd, std::size_t index) {
         then how = then::close;
         char data[16 * 1024];
+        std::string later;  // held for release_later()
         while (!stop_) {
+            if (!later.empty()) {
+                bool release = false;
+                {
+                    std::lock_guard lock(state_->mutex);
+                    release = state_->release_later;
+                }
+                if (release) {
+                    const bool sent = send_all(fd, later);
+                    later.clear();
+                    std::lock_guard lock(state_->mutex);
+                    state_->later_sent += sent ? 1 : 0;
+                }
+            }
             pollfd p{fd, POLLIN, 0};
             if (::poll(&p, 1, 20) <= 0) {
                 continue;
@@ -403,6 +431,7 @@ class scripted_upstream {
                     done = true;
                     break;
                 }
+                later += answer.later;
                 if (answer.after != then::keep_open) {
                     how = answer.after;
                     done = true;
