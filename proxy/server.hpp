@@ -1,5 +1,5 @@
 #pragma once
-// The data plane: N workers, each one thread running its own io_context{1},
+// The data plane: N workers, each one thread running its own io_context,
 // its own SO_REUSEPORT acceptor per listener, its own upstream connection
 // pools and its own statistics shards (STYLE rule 1). Nothing is shared
 // between workers on the request path except read-only memory: the routing
