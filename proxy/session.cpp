@@ -760,10 +760,14 @@ net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const rout
     const unsigned client_version = req.version();
     const auto method = req.method();
     const bool idempotent = is_idempotent(method);
-    const bool expect_continue = iequals(req[http::field::expect], "100-continue");
+    const auto expect = req.find(http::field::expect);
+    const bool has_expect = expect != req.end();
+    const bool expect_continue = has_expect && iequals(expect->value(), "100-continue");
     const bool websocket = method == http::verb::get && client_version >= 11 && !has_body &&
                            names_websocket_upgrade(req);
-    req.erase(http::field::expect);
+    if (has_expect) {
+        req.erase(http::field::expect);
+    }
     strip_hop_by_hop(req);
     if (websocket) {
         // The one upgrade that is forwarded (SPEC §4); the rest of the

@@ -1,6 +1,8 @@
 // proxy::format_header writes a header exactly as Beast's serializer does
 // (the data path uses it instead of the serializer for bodiless requests and
 // whole small responses), and refuses a header that does not fit.
+// proxy::add_forwarding, field by field (the end-to-end view is in
+// proxy_test): what it inserts, replaces, joins and keeps.
 
 #include <gtest/gtest.h>
 
@@ -80,6 +82,67 @@ TEST(FormatHeader, ReturnsZeroWhenItDoesNotFit) {
     EXPECT_EQ(formatted(req.base(), wire.size()), wire);
     EXPECT_EQ(formatted(req.base(), wire.size() - 1), "");
     EXPECT_EQ(formatted(req.base(), 0), "");
+}
+
+// Every value of `name`, in order.
+std::vector<std::string> values(const http::request_header<>& h, std::string_view name) {
+    std::vector<std::string> out;
+    for (const auto& f : h) {
+        if (iequals(f.name_string(), name)) {
+            out.emplace_back(f.value());
+        }
+    }
+    return out;
+}
+
+TEST(AddForwarding, InsertsAllFourOnARequestWithoutThem) {
+    http::request_header<> req;
+    req.method(http::verb::get);
+    req.target("/");
+    req.set(http::field::host, "shop.example");
+    const std::string id(add_forwarding(req, "10.0.0.7", true, 0x0123456789abcdefULL, 0xfedcba9876543210ULL));
+    EXPECT_EQ(values(req, "x-forwarded-for"), std::vector<std::string>{"10.0.0.7"});
+    EXPECT_EQ(values(req, "x-forwarded-proto"), std::vector<std::string>{"https"});
+    EXPECT_EQ(values(req, "x-forwarded-host"), std::vector<std::string>{"shop.example"});
+    EXPECT_EQ(values(req, "x-request-id"), std::vector<std::string>{id});
+    EXPECT_EQ(id, "fedcba98765432100123456789abcdef");
+    // Found by name afterwards like any parsed field (the fields' index holds them).
+    EXPECT_EQ(req["X-Forwarded-Proto"], "https");
+    EXPECT_EQ(req["x-request-id"], id);
+}
+
+TEST(AddForwarding, ReplacesTheClientsValuesJoinsItsForwardedForAndKeepsItsId) {
+    http::request_header<> req;
+    req.method(http::verb::get);
+    req.target("/");
+    req.insert("x-forwarded-for", "1.1.1.1");
+    req.insert(http::field::host, "a.example");
+    req.insert("X-Forwarded-Proto", "https");
+    req.insert("X-FORWARDED-PROTO", "gopher");
+    req.insert("X-Forwarded-Host", "evil.example");
+    req.insert("X-Forwarded-For", "2.2.2.2, 3.3.3.3");
+    req.insert("x-request-id", "client-id-1");
+    const std::string id(add_forwarding(req, "10.0.0.7", false, 1, 2));
+    EXPECT_EQ(values(req, "x-forwarded-for"),
+              std::vector<std::string>{"1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.7"});
+    EXPECT_EQ(values(req, "x-forwarded-proto"), std::vector<std::string>{"http"});
+    EXPECT_EQ(values(req, "x-forwarded-host"), std::vector<std::string>{"a.example"});
+    EXPECT_EQ(id, "client-id-1");
+    EXPECT_EQ(values(req, "x-request-id"), std::vector<std::string>{"client-id-1"});
+}
+
+TEST(AddForwarding, AnEmptyClientIdIsReplacedAndNoHostMeansNoForwardedHost) {
+    http::request_header<> req;
+    req.method(http::verb::get);
+    req.target("/");
+    req.version(10);
+    req.insert("X-Request-Id", "");
+    req.insert("X-Other", "kept");
+    const std::string id(add_forwarding(req, "::1", false, 0, 0));
+    EXPECT_EQ(id, std::string(32, '0'));
+    EXPECT_EQ(values(req, "x-request-id"), std::vector<std::string>{id});
+    EXPECT_TRUE(values(req, "x-forwarded-host").empty());
+    EXPECT_EQ(values(req, "x-other"), std::vector<std::string>{"kept"});
 }
 
 }  // namespace
