@@ -197,8 +197,9 @@ TEST_F(upstream_fault, bytes_beyond_content_length_are_discarded_with_the_connec
 }
 
 // Later, unasked: the upstream sends a whole response into a connection that
-// sits idle in the proxy's pool. The proxy closes that connection at once
-// (its idle watch), and the next request gets its own answer on a new one.
+// sits idle in the proxy's pool. The proxy closes that connection (the
+// worker's sweep, every 2 s, peeks at idle connections; a lease peeks too),
+// and the next request gets its own answer on a new one.
 TEST_F(upstream_fault, a_response_sent_into_an_idle_pooled_connection_spoils_it) {
     scripted_upstream app([](const upstream_request& r) {
         reply answer = echo_line(r);
