@@ -28,7 +28,7 @@ namespace switchyard::proxy {
 
 namespace {
 
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable_t<executor_type>{});
 using clock = std::chrono::steady_clock;
 
 bool is_timeout(const boost::system::error_code& ec) { return ec == beast::error::timeout; }
@@ -80,7 +80,7 @@ struct send_result {
 //   beside the bytes.
 // need_buffer (the serializer waits for the next body piece) is success.
 template <bool isRequest>
-net::awaitable<send_result> send_ready(duplex_stream& stream,
+awaitable<send_result> send_ready(duplex_stream& stream,
                                        http::serializer<isRequest, http::buffer_body>& sr,
                                        char* scratch, bool header_only) {
     auto& message = sr.get();
@@ -212,7 +212,7 @@ void session::abort() {
     }
 }
 
-net::awaitable<void> session::run() {
+awaitable<void> session::run() {
     const auto& limits = worker_.config().limit;
     // Bounded: a header larger than the limits never grows the buffer, and a
     // single huge field cannot reach basic_fields' 64 KiB-per-field throw.
@@ -231,7 +231,7 @@ net::awaitable<void> session::run() {
     co_await lingering_close();
 }
 
-net::awaitable<bool> session::handshake(net::ssl::context& context, const config::limits& limits) {
+awaitable<bool> session::handshake(net::ssl::context& context, const config::limits& limits) {
     // The first bytes decide: a TLS record starts with 0x16 (handshake). A
     // plain HTTP request sent to the TLS port gets a plain 400 that says so,
     // as nginx does, instead of a reset the operator cannot read.
@@ -266,7 +266,7 @@ net::awaitable<bool> session::handshake(net::ssl::context& context, const config
     co_return true;
 }
 
-net::awaitable<void> session::lingering_close() {
+awaitable<void> session::lingering_close() {
     // Half-close and drain briefly, so that a response just written is not
     // destroyed by a reset caused by request bytes we never read (nginx's
     // lingering_close).
@@ -298,7 +298,7 @@ net::awaitable<void> session::lingering_close() {
     stream_.close();
 }
 
-net::awaitable<void> session::respond_error(unsigned status, std::string_view why, bool close,
+awaitable<void> session::respond_error(unsigned status, std::string_view why, bool close,
                                             const char* retry_after) {
     http::response<http::string_body> res{static_cast<http::status>(status), 11};
     res.set(http::field::server, "switchyard");
@@ -357,7 +357,7 @@ void session::log_access() {
     out.append(e);
 }
 
-net::awaitable<session::header_outcome> session::read_header(const config::limits& limits) {
+awaitable<session::header_outcome> session::read_header(const config::limits& limits) {
     // The parser bounds the field count and each field; the running total
     // below bounds the block; the buffer's max_size bounds what a client can
     // make us hold.
@@ -485,7 +485,7 @@ net::awaitable<session::header_outcome> session::read_header(const config::limit
     }
 }
 
-net::awaitable<bool> session::serve_one() {
+awaitable<bool> session::serve_one() {
     // A copy: a reload may publish new settings, and free these, while this
     // connection waits for its next request; the lease below pins the
     // settings for the rest of the request.
@@ -577,7 +577,7 @@ net::awaitable<bool> session::serve_one() {
     co_return co_await proxy_request(epoch, *svc);
 }
 
-net::awaitable<boost::system::error_code> session::read_body(char* buf, std::size_t size,
+awaitable<boost::system::error_code> session::read_body(char* buf, std::size_t size,
                                                              std::chrono::milliseconds timeout,
                                                              bool some) {
     auto& parser = *parser_;
@@ -605,7 +605,7 @@ net::awaitable<boost::system::error_code> session::read_body(char* buf, std::siz
     co_return rec;
 }
 
-net::awaitable<void> session::respond_body_error(boost::system::error_code rec) {
+awaitable<void> session::respond_body_error(boost::system::error_code rec) {
     if (rec == http::error::body_limit) {
         co_await respond_error(413, "request body too large", true);
         co_return;
@@ -634,7 +634,7 @@ net::awaitable<void> session::respond_body_error(boost::system::error_code rec) 
     co_await respond_error(status, why, true);
 }
 
-net::awaitable<upstream_ptr> session::connect(const routing::endpoint& ep,
+awaitable<upstream_ptr> session::connect(const routing::endpoint& ep,
                                               const config::upstream_defaults& upstream,
                                               net::ssl::context* tls,
                                               boost::system::error_code& ec) {
@@ -688,7 +688,7 @@ net::awaitable<upstream_ptr> session::connect(const routing::endpoint& ep,
     co_return conn;
 }
 
-net::awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::service& svc) {
+awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::service& svc) {
     const settings& cfg = *epoch.set;
     auto& parser = *parser_;
     auto& req = parser.get();
@@ -1264,7 +1264,7 @@ struct tunnel_state {
 
 // Copies bytes one way until the source ends. Idle means no byte either way
 // for `idle`: a quiet direction is kept while the other one talks.
-net::awaitable<std::uint64_t> pump(duplex_stream& from, duplex_stream& to, tunnel_state& state) {
+awaitable<std::uint64_t> pump(duplex_stream& from, duplex_stream& to, tunnel_state& state) {
     std::array<char, 16 * 1024> buf;
     std::uint64_t total = 0;
     const auto end_both = [&] {
@@ -1304,7 +1304,7 @@ net::awaitable<std::uint64_t> pump(duplex_stream& from, duplex_stream& to, tunne
 
 }  // namespace
 
-net::awaitable<void> session::tunnel(duplex_stream& upstream,
+awaitable<void> session::tunnel(duplex_stream& upstream,
                                      std::chrono::steady_clock::duration idle,
                                      std::chrono::steady_clock::duration send_timeout) {
     using namespace net::experimental::awaitable_operators;

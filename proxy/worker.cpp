@@ -15,7 +15,7 @@
 namespace switchyard::proxy {
 
 namespace {
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable_t<executor_type>{});
 
 std::uint64_t splitmix64(std::uint64_t& x) {
     std::uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
@@ -292,7 +292,7 @@ std::vector<listener_counters> worker::counters() const {
 }
 
 namespace {
-net::awaitable<void> run_session(worker& w, net::ip::tcp::socket socket, std::size_t listener) {
+awaitable<void> run_session(worker& w, net::ip::tcp::socket socket, std::size_t listener) {
     auto& slot = w.listener(listener);
     bump(slot.open, 1);
     struct open_guard {
@@ -304,7 +304,7 @@ net::awaitable<void> run_session(worker& w, net::ip::tcp::socket socket, std::si
 }
 }  // namespace
 
-net::awaitable<void> worker::accept_loop(std::size_t index) {
+awaitable<void> worker::accept_loop(std::size_t index) {
     auto& slot = *listeners_[index];
     net::steady_timer backoff(ioc_);
     while (accepting_ && !slot.closed) {

@@ -164,7 +164,7 @@ public:
     std::vector<listener_counters> counters() const;
 
 private:
-    net::awaitable<void> accept_loop(std::size_t listener);
+    awaitable<void> accept_loop(std::size_t listener);
     void spawn_accept_loop(std::size_t listener);
     void sweep_idle();
     void flush_access_log();
