@@ -81,8 +81,8 @@ struct send_result {
 // need_buffer (the serializer waits for the next body piece) is success.
 template <bool isRequest>
 awaitable<send_result> send_ready(duplex_stream& stream,
-                                       http::serializer<isRequest, http::buffer_body>& sr,
-                                       char* scratch, bool header_only) {
+                                  http::serializer<isRequest, http::buffer_body>& sr,
+                                  char* scratch, bool header_only) {
     auto& message = sr.get();
     const auto& body = message.body();
     if (!header_only && !sr.is_header_done() && !body.more && !message.chunked()) {
@@ -299,7 +299,7 @@ awaitable<void> session::lingering_close() {
 }
 
 awaitable<void> session::respond_error(unsigned status, std::string_view why, bool close,
-                                            const char* retry_after) {
+                                       const char* retry_after) {
     http::response<http::string_body> res{static_cast<http::status>(status), 11};
     res.set(http::field::server, "switchyard");
     res.set(http::field::content_type, "text/plain; charset=utf-8");
@@ -578,8 +578,8 @@ awaitable<bool> session::serve_one() {
 }
 
 awaitable<boost::system::error_code> session::read_body(char* buf, std::size_t size,
-                                                             std::chrono::milliseconds timeout,
-                                                             bool some) {
+                                                        std::chrono::milliseconds timeout,
+                                                        bool some) {
     auto& parser = *parser_;
     auto& req = parser.get();
     req.body().data = buf;
@@ -635,9 +635,9 @@ awaitable<void> session::respond_body_error(boost::system::error_code rec) {
 }
 
 awaitable<upstream_ptr> session::connect(const routing::endpoint& ep,
-                                              const config::upstream_defaults& upstream,
-                                              net::ssl::context* tls,
-                                              boost::system::error_code& ec) {
+                                         const config::upstream_defaults& upstream,
+                                         net::ssl::context* tls,
+                                         boost::system::error_code& ec) {
     auto conn = std::make_unique<upstream_connection>(beast::tcp_stream(worker_.context()));
     auto& tcp = conn->stream.tcp();
     tcp.expires_after(upstream.connect_timeout);
@@ -1305,8 +1305,8 @@ awaitable<std::uint64_t> pump(duplex_stream& from, duplex_stream& to, tunnel_sta
 }  // namespace
 
 awaitable<void> session::tunnel(duplex_stream& upstream,
-                                     std::chrono::steady_clock::duration idle,
-                                     std::chrono::steady_clock::duration send_timeout) {
+                                std::chrono::steady_clock::duration idle,
+                                std::chrono::steady_clock::duration send_timeout) {
     using namespace net::experimental::awaitable_operators;
     // Bytes that arrived behind the handshakes go first.
     if (upbuf_.size() != 0) {

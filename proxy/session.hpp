@@ -100,13 +100,13 @@ private:
     awaitable<bool> serve_one();
     awaitable<bool> proxy_request(const route_epoch& epoch, const routing::service& svc);
     awaitable<void> respond_error(unsigned status, std::string_view why, bool close,
-                                       const char* retry_after = nullptr);
+                                  const char* retry_after = nullptr);
     awaitable<void> lingering_close();
     // Reads request body bytes into `buf` (read_some: as soon as the parser
     // moved) under an inactivity deadline; timeouts come back as
     // beast::error::timeout, a full buffer as success.
     awaitable<boost::system::error_code> read_body(char* buf, std::size_t size,
-                                                        std::chrono::milliseconds timeout, bool some);
+                                                   std::chrono::milliseconds timeout, bool some);
     // The answer to a broken or late request body (413, 408, 400, 431, or
     // nothing when the client left).
     awaitable<void> respond_body_error(boost::system::error_code ec);
@@ -115,15 +115,15 @@ private:
     // After a 101 to a WebSocket handshake: bytes both ways until either side
     // closes or neither sends for `idle` (SPEC §4).
     awaitable<void> tunnel(duplex_stream& upstream, std::chrono::steady_clock::duration idle,
-                                std::chrono::steady_clock::duration send_timeout);
+                           std::chrono::steady_clock::duration send_timeout);
     // Appends the request just answered to the worker's access log (when on).
     void log_access();
     // A new upstream connection (TCP, then the TLS handshake when
     // upstream_defaults.tls is on, with `tls` this worker's client context),
     // all within connect_timeout; null with `ec` set on failure.
     awaitable<upstream_ptr> connect(const routing::endpoint& ep,
-                                         const config::upstream_defaults& upstream,
-                                         net::ssl::context* tls, boost::system::error_code& ec);
+                                    const config::upstream_defaults& upstream,
+                                    net::ssl::context* tls, boost::system::error_code& ec);
 
     // What reading a request header ended with: 0 = a header is parsed;
     // otherwise the status to answer (and close), or `silent` to close
