@@ -872,7 +872,8 @@ awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::
         upstream_ptr conn;
         if (!cfg.upstream.tls.enabled || upstream_tls != nullptr) {
             conn = worker_.upstreams().lease(
-                ep->id, upstream_tls != nullptr ? upstream_tls->native_handle() : nullptr);
+                ep->id, upstream_tls != nullptr ? upstream_tls->native_handle() : nullptr,
+                attempt_started);
         }
         const bool reused = conn != nullptr;
         if (!conn) {

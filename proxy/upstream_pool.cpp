@@ -16,7 +16,8 @@ bool idle_socket_alive(int fd) {
     return false;
 }
 
-upstream_ptr upstream_pool::lease(routing::endpoint_id id, const void* made_with) {
+upstream_ptr upstream_pool::lease(routing::endpoint_id id, const void* made_with,
+                                  std::chrono::steady_clock::time_point now) {
     auto it = idle_.find(id);
     if (it == idle_.end()) {
         return nullptr;
@@ -25,7 +26,9 @@ upstream_ptr upstream_pool::lease(routing::endpoint_id id, const void* made_with
     while (!stack.empty()) {
         upstream_ptr conn = std::move(stack.back());
         stack.pop_back();
-        if (conn->made_with == made_with && idle_socket_alive(conn->stream.socket().native_handle())) {
+        if (conn->made_with == made_with &&
+            (now - conn->idle_since < recheck_after ||
+             idle_socket_alive(conn->stream.socket().native_handle()))) {
             return conn;
         }
         // Dead or made under other TLS settings: dropping it closes it.

@@ -3,9 +3,19 @@
 // Owned by one worker; never touched by another thread.
 //
 // A connection the upstream closed while it sat idle must never be handed to
-// a request as if alive: lease() checks each candidate with a non-blocking
-// MSG_PEEK (EOF or unexpected bytes: discard) before returning it, and the
-// worker's periodic sweep drops the ones that died or idled too long.
+// a request as if alive: lease() checks a candidate that has been idle for
+// `recheck_after` or more with a non-blocking MSG_PEEK (EOF or unexpected
+// bytes: discard), and the worker's periodic sweep peeks at every idle
+// connection and drops the ones that died or idled too long.
+//
+// A connection given back less than `recheck_after` ago is leased without the
+// peek, which would cost a syscall per request under load (where the pool
+// turns over in microseconds). HAProxy and nginx behave alike: they learn of
+// an idle connection's close or stray bytes only at their next poll. What the
+// peek would have caught in that window is left to the same defences that
+// cover a close racing the peek itself: a reused connection that closes
+// before any response byte is retried once on a fresh one (session.cpp), and
+// the sweep closes a connection that holds bytes nobody asked for.
 
 #include <chrono>
 #include <cstdint>
@@ -34,8 +44,12 @@ using upstream_ptr = std::unique_ptr<upstream_connection>;
 
 class upstream_pool {
 public:
-    // A live idle connection to `id` made with `made_with`, or nullptr.
-    upstream_ptr lease(routing::endpoint_id id, const void* made_with);
+    static constexpr std::chrono::microseconds recheck_after{1000};
+
+    // A live idle connection to `id` made with `made_with`, or nullptr; `now`
+    // is the caller's reading of the clock.
+    upstream_ptr lease(routing::endpoint_id id, const void* made_with,
+                       std::chrono::steady_clock::time_point now);
     // Returns a connection that finished a response cleanly; closes it when
     // the endpoint already holds `max_idle` idle connections.
     void give_back(routing::endpoint_id id, upstream_ptr conn, std::uint32_t max_idle);
