@@ -22,9 +22,14 @@
 #   BENCH_PEER_HEADERS=1    nginx and HAProxy add X-Forwarded-For/-Proto/-Host
 #                           and X-Request-Id as switchyard always does (the
 #                           same header work); 0 = plain proxy_pass / no options
-#   BENCH_PORT_BASE=18080   upstream, switchyard, nginx, HAProxy, admin: +0..+4
+#   BENCH_PORT_BASE=18080   upstream, switchyard, nginx, HAProxy, admin: +0..+4;
+#                           baseline and its admin: +5, +6
 #   BENCH_PROXY_CPU=0 BENCH_LOAD_CPU=1   cores for the proxy / wrk + upstream
 #   BENCH_PEERS="switchyard nginx haproxy"
+#   BENCH_BASELINE=PATH     also measure another switchyard binary (say, a copy
+#                           of the last commit's build) as the peer "baseline",
+#                           in the same rounds: an A/B of a change that the
+#                           machine's drift between separate runs would hide
 #   BENCH_SKIP_BUILD=1      use the existing build/bench binaries
 #   BENCH_KEEP=1            keep the work directory (configs, logs)
 # Total time with the defaults: about 2.5 minutes after the build.
@@ -42,9 +47,15 @@ base=${BENCH_PORT_BASE:-18080}
 proxy_cpu=${BENCH_PROXY_CPU:-0}
 load_cpu=${BENCH_LOAD_CPU:-1}
 peers=(${BENCH_PEERS:-switchyard nginx haproxy})
+baseline_bin=${BENCH_BASELINE:-}
+if [[ -n $baseline_bin ]]; then
+  [[ -x $baseline_bin ]] || { echo "compare: BENCH_BASELINE=$baseline_bin is not executable" >&2; exit 1; }
+  peers+=(baseline)
+fi
 
 upstream_port=$base
-declare -A port=([switchyard]=$((base + 1)) [nginx]=$((base + 2)) [haproxy]=$((base + 3)))
+declare -A port=([switchyard]=$((base + 1)) [nginx]=$((base + 2)) [haproxy]=$((base + 3))
+                 [baseline]=$((base + 5)))
 admin_port=$((base + 4))
 
 log() { echo "compare: $*" >&2; }
@@ -91,7 +102,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for p in $upstream_port "${port[@]}" $admin_port; do
+for p in $upstream_port "${port[@]}" $admin_port $((base + 6)); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     log "port $p is in use (set BENCH_PORT_BASE)"; exit 1
   fi
@@ -123,6 +134,9 @@ services:
     pools:
       main: { endpoints: ["127.0.0.1:$upstream_port"], weight: 100 }
 EOF
+
+sed -e "s/:${port[switchyard]}\$/:${port[baseline]}/" -e "s/:$admin_port\$/:$((base + 6))/" \
+  "$work/switchyard.yaml" >"$work/baseline.yaml"
 
 nginx_headers=""
 haproxy_headers=""
@@ -204,6 +218,9 @@ start_proxy() {  # start_proxy NAME
     switchyard)
       taskset -c "$proxy_cpu" "$switchyard_bin" run --config "$work/switchyard.yaml" \
         --log-level warn >"$work/switchyard.log" 2>&1 & ;;
+    baseline)
+      taskset -c "$proxy_cpu" "$baseline_bin" run --config "$work/baseline.yaml" \
+        --log-level warn >"$work/baseline.log" 2>&1 & ;;
     nginx)
       taskset -c "$proxy_cpu" "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" \
         >"$work/nginx.log" 2>&1 & ;;
@@ -285,7 +302,7 @@ open=$work/open.tsv
 : >"$open"
 if [[ $open_duration != 0 ]]; then
   if [[ -z $open_rate ]]; then
-    open_rate=$(awk -F'\t' '$1 != "switchyard" { if (m == "" || $2 < m) m = $2 }
+    open_rate=$(awk -F'\t' '$1 != "switchyard" && $1 != "baseline" { if (m == "" || $2 < m) m = $2 }
                             END { if (m == "") m = 10000; printf "%.0f", 0.6 * m }' "$summary")
   fi
   log "open loop: $open_rate req/s for ${open_duration} s per proxy, $connections connections"
