@@ -81,7 +81,7 @@ bool is_tchar(char c) {
 
 }  // namespace
 
-request_error validate_request(http::request_header<>& req, std::size_t header_bytes,
+request_error validate_request(request_header& req, std::size_t header_bytes,
                                const config::limits& limits) {
     const auto method = req.method();
     if (method == http::verb::trace || method == http::verb::connect) {
@@ -213,7 +213,7 @@ request_error validate_request(http::request_header<>& req, std::size_t header_b
     return request_error::ok;
 }
 
-void strip_hop_by_hop(http::fields& fields) {
+void strip_hop_by_hop(header_fields& fields) {
     // Fields named in Connection are hop-by-hop too. Only tokens other than
     // "close" and "keep-alive" name fields, so the common request pays for
     // none of this (a fixed array: a request naming more than 16 is unusual
@@ -270,7 +270,7 @@ void strip_hop_by_hop(http::fields& fields) {
     }
 }
 
-std::string_view add_forwarding(http::request_header<>& req, std::string_view client_ip, bool tls,
+std::string_view add_forwarding(request_header& req, std::string_view client_ip, bool tls,
                                 std::uint64_t random_hi, std::uint64_t random_lo) {
     static constexpr std::string_view xff_name = "X-Forwarded-For";
     static constexpr std::string_view proto_name = "X-Forwarded-Proto";
@@ -380,7 +380,7 @@ public:
                              static_cast<char>('0' + v % 10)};
         put(std::string_view(text, sizeof text));
     }
-    void fields_and_end(const http::fields& fields) {
+    void fields_and_end(const header_fields& fields) {
         for (const auto& f : fields) {
             put(f.name_string());
             put(": ");
@@ -400,7 +400,7 @@ private:
 
 }  // namespace
 
-std::size_t format_header(const http::request_header<>& h, char* out, std::size_t cap) {
+std::size_t format_header(const request_header& h, char* out, std::size_t cap) {
     wire_writer w(out, cap);
     w.put(h.method_string());
     w.put(" ");
@@ -412,7 +412,7 @@ std::size_t format_header(const http::request_header<>& h, char* out, std::size_
     return w.size();
 }
 
-std::size_t format_header(const http::response_header<>& h, char* out, std::size_t cap) {
+std::size_t format_header(const response_header& h, char* out, std::size_t cap) {
     wire_writer w(out, cap);
     w.version(h.version());
     const unsigned code = h.result_int();
@@ -444,7 +444,7 @@ bool iequals(std::string_view a, std::string_view b) {
     return true;
 }
 
-bool names_websocket_upgrade(const http::fields& req) {
+bool names_websocket_upgrade(const header_fields& req) {
     const auto has_token = [&](http::field name, std::string_view token) {
         for (auto it = req.find(name); it != req.end() && it->name() == name; ++it) {
             for (const auto& t : http::token_list{it->value()}) {

@@ -11,10 +11,15 @@
 #include <string_view>
 
 #include "config/config.hpp"
+#include "proxy/field_allocator.hpp"
 
 namespace switchyard::proxy {
 
 namespace http = boost::beast::http;
+
+// The data path's message headers (fields from field_allocator.hpp).
+using request_header = http::request_header<header_fields>;
+using response_header = http::response_header<header_fields>;
 
 // What is wrong with a parsed request header, if anything. `ok` = forward it.
 enum class request_error {
@@ -42,30 +47,30 @@ const char* describe(request_error e);
 // Checks a request whose header Beast has parsed. `header_bytes` is the size
 // of the whole header block including the request line. Drops header fields
 // with an underscore in the name unless limits say to reject them.
-request_error validate_request(http::request_header<>& req, std::size_t header_bytes,
+request_error validate_request(request_header& req, std::size_t header_bytes,
                                const config::limits& limits);
 
 // Removes hop-by-hop fields (RFC 9110 §7.6.1) and every field named in
 // Connection. Transfer-Encoding is kept: the caller decides framing.
-void strip_hop_by_hop(http::fields& fields);
+void strip_hop_by_hop(header_fields& fields);
 
 // Appends the client address to X-Forwarded-For, sets X-Forwarded-Proto and
 // X-Forwarded-Host, and makes sure X-Request-Id exists (generating one from
 // `random_bits` when absent). Returns the request id in effect.
-std::string_view add_forwarding(http::request_header<>& req, std::string_view client_ip, bool tls,
+std::string_view add_forwarding(request_header& req, std::string_view client_ip, bool tls,
                                 std::uint64_t random_hi, std::uint64_t random_lo);
 
 // True when "websocket" is among the Upgrade tokens and "upgrade" among the
 // Connection tokens: a WebSocket opening handshake (RFC 6455 §4.1) in a GET
 // over HTTP/1.1, or its acceptance in a 101. Other upgrades (h2c...) are not
 // forwarded (SPEC §4).
-bool names_websocket_upgrade(const http::fields& fields);
+bool names_websocket_upgrade(const header_fields& fields);
 
 // The header as wire text (start line, fields in order, empty line) into
 // out[0, cap): the bytes Beast's serializer writes, without its buffer
 // sequences. Returns the size, or 0 when it does not fit in `cap`.
-std::size_t format_header(const http::request_header<>& h, char* out, std::size_t cap);
-std::size_t format_header(const http::response_header<>& h, char* out, std::size_t cap);
+std::size_t format_header(const request_header& h, char* out, std::size_t cap);
+std::size_t format_header(const response_header& h, char* out, std::size_t cap);
 
 // ASCII case-insensitive equality (field values, tokens).
 bool iequals(std::string_view a, std::string_view b);

@@ -25,6 +25,8 @@
 #include <cstring>
 #include <limits>
 
+#include "proxy/field_allocator.hpp"
+
 namespace switchyard::proxy {
 
 namespace http = boost::beast::http;
@@ -44,8 +46,8 @@ public:
     request_parser(std::size_t max_fields, std::size_t max_trailer_bytes)
         : max_fields_(max_fields), max_trailer_bytes_(max_trailer_bytes) {}
 
-    http::request<http::buffer_body>& get() { return m_; }
-    const http::request<http::buffer_body>& get() const { return m_; }
+    http::request<http::buffer_body, header_fields>& get() { return m_; }
+    const http::request<http::buffer_body, header_fields>& get() const { return m_; }
     fault why() const { return fault_; }
     bool saw_trailers() const { return trailer_bytes_ != 0; }
 
@@ -146,7 +148,7 @@ private:
         ec = e;
     }
 
-    http::request<http::buffer_body> m_;
+    http::request<http::buffer_body, header_fields> m_;
     std::size_t max_fields_;
     std::size_t max_trailer_bytes_;
     std::size_t fields_ = 0;

@@ -81,7 +81,7 @@ struct send_result {
 // need_buffer (the serializer waits for the next body piece) is success.
 template <bool isRequest>
 awaitable<send_result> send_ready(duplex_stream& stream,
-                                  http::serializer<isRequest, http::buffer_body>& sr,
+                                  http::serializer<isRequest, http::buffer_body, header_fields>& sr,
                                   char* scratch, bool header_only) {
     auto& message = sr.get();
     const auto& body = message.body();
@@ -910,7 +910,7 @@ awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::
         req.body().data = nullptr;
         req.body().size = 0;
         req.body().more = !parser.is_done();
-        http::request_serializer<http::buffer_body> sr{req};
+        http::request_serializer<http::buffer_body, header_fields> sr{req};
         conn->stream.expires_after(cfg.upstream.read_timeout);
         // A request without a body goes in one write; one with a body sends
         // its header first (the body may be slow, or wait for 100-continue).
@@ -1004,7 +1004,7 @@ awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::
 
         // --- Read the response header. ---
         upbuf_.clear();
-        std::optional<http::response_parser<http::buffer_body>> rpo;
+        std::optional<http::response_parser<http::buffer_body, field_allocator<char>>> rpo;
         const auto arm_parser = [&] {
             rpo.emplace();
             rpo->body_limit(boost::none);
@@ -1088,7 +1088,7 @@ awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::
             res.body().data = nullptr;
             res.body().size = 0;
             res.body().more = false;
-            http::response_serializer<http::buffer_body> hsr{res};
+            http::response_serializer<http::buffer_body, header_fields> hsr{res};
             stream_.expires_after(cfg.limit.send_timeout);
             log_.status = status;
             auto [uec, un] = co_await http::async_write_header(stream_, hsr, use_tuple);
@@ -1150,7 +1150,7 @@ awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::
         res.body().data = nullptr;
         res.body().size = 0;
         res.body().more = !rp.is_done();
-        http::response_serializer<http::buffer_body> rsr{res};
+        http::response_serializer<http::buffer_body, header_fields> rsr{res};
         stream_.expires_after(cfg.limit.send_timeout);
         log_.status = status;
         if (!rp.is_done() && upbuf_.size() == 0) {

@@ -23,8 +23,8 @@ namespace {
 
 namespace http = boost::beast::http;
 
-template <bool isRequest>
-std::string beast_wire(const http::message<isRequest, http::empty_body>& m) {
+template <bool isRequest, class Fields>
+std::string beast_wire(const http::message<isRequest, http::empty_body, Fields>& m) {
     std::ostringstream out;
     out << m.base();
     return out.str();
@@ -38,7 +38,7 @@ std::string formatted(const Header& h, std::size_t cap = 16 * 1024) {
 }
 
 TEST(FormatHeader, RequestMatchesBeast) {
-    http::request<http::empty_body> req{http::verb::get, "/a/b?c=d%20e", 11};
+    http::request<http::empty_body, header_fields> req{http::verb::get, "/a/b?c=d%20e", 11};
     req.set(http::field::host, "app.example:8080");
     req.insert("X-Forwarded-For", "10.0.0.1");
     req.insert("x-custom", "");
@@ -50,7 +50,7 @@ TEST(FormatHeader, RequestMatchesBeast) {
 }
 
 TEST(FormatHeader, UnknownMethodAndHttp10MatchBeast) {
-    http::request<http::empty_body> req;
+    http::request<http::empty_body, header_fields> req;
     req.method_string("PURGE");
     req.target("*");
     req.version(10);
@@ -59,24 +59,24 @@ TEST(FormatHeader, UnknownMethodAndHttp10MatchBeast) {
 }
 
 TEST(FormatHeader, ResponseReasonsMatchBeast) {
-    http::response<http::empty_body> ok{http::status::ok, 11};
+    http::response<http::empty_body, header_fields> ok{http::status::ok, 11};
     ok.set(http::field::content_length, "13");
     ok.set(http::field::server, "upstream");
     EXPECT_EQ(formatted(ok.base()), beast_wire(ok));
 
-    http::response<http::empty_body> own{http::status::not_found, 10};
+    http::response<http::empty_body, header_fields> own{http::status::not_found, 10};
     own.reason("Nothing Here");
     EXPECT_EQ(formatted(own.base()), beast_wire(own));
     EXPECT_EQ(formatted(own.base()), "HTTP/1.0 404 Nothing Here\r\n\r\n");
 
-    http::response<http::empty_body> odd;
+    http::response<http::empty_body, header_fields> odd;
     odd.version(11);
     odd.result(599);  // no standard reason
     EXPECT_EQ(formatted(odd.base()), beast_wire(odd));
 }
 
 TEST(FormatHeader, ReturnsZeroWhenItDoesNotFit) {
-    http::request<http::empty_body> req{http::verb::get, "/", 11};
+    http::request<http::empty_body, header_fields> req{http::verb::get, "/", 11};
     req.set(http::field::host, "h");
     const std::string wire = beast_wire(req);
     EXPECT_EQ(formatted(req.base(), wire.size()), wire);
@@ -85,7 +85,7 @@ TEST(FormatHeader, ReturnsZeroWhenItDoesNotFit) {
 }
 
 // Every value of `name`, in order.
-std::vector<std::string> values(const http::request_header<>& h, std::string_view name) {
+std::vector<std::string> values(const request_header& h, std::string_view name) {
     std::vector<std::string> out;
     for (const auto& f : h) {
         if (iequals(f.name_string(), name)) {
@@ -96,7 +96,7 @@ std::vector<std::string> values(const http::request_header<>& h, std::string_vie
 }
 
 TEST(AddForwarding, InsertsAllFourOnARequestWithoutThem) {
-    http::request_header<> req;
+    request_header req;
     req.method(http::verb::get);
     req.target("/");
     req.set(http::field::host, "shop.example");
@@ -112,7 +112,7 @@ TEST(AddForwarding, InsertsAllFourOnARequestWithoutThem) {
 }
 
 TEST(AddForwarding, ReplacesTheClientsValuesJoinsItsForwardedForAndKeepsItsId) {
-    http::request_header<> req;
+    request_header req;
     req.method(http::verb::get);
     req.target("/");
     req.insert("x-forwarded-for", "1.1.1.1");
@@ -132,7 +132,7 @@ TEST(AddForwarding, ReplacesTheClientsValuesJoinsItsForwardedForAndKeepsItsId) {
 }
 
 TEST(AddForwarding, AnEmptyClientIdIsReplacedAndNoHostMeansNoForwardedHost) {
-    http::request_header<> req;
+    request_header req;
     req.method(http::verb::get);
     req.target("/");
     req.version(10);
