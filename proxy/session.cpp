@@ -142,7 +142,7 @@ awaitable<send_result> send_ready(duplex_stream& stream,
 
 }  // namespace
 
-read_deadline::read_deadline(const net::any_io_executor& executor)
+read_deadline::read_deadline(const executor_type& executor)
     : state_(std::make_shared<state>(executor)) {}
 
 read_deadline::~read_deadline() {
@@ -151,7 +151,7 @@ read_deadline::~read_deadline() {
     state_->timer.cancel();
 }
 
-void read_deadline::arm(net::ip::tcp::socket& socket, std::chrono::steady_clock::duration after) {
+void read_deadline::arm(client_socket& socket, std::chrono::steady_clock::duration after) {
     auto& st = *state_;
     const auto generation = ++st.generation;
     st.socket = &socket;
@@ -176,9 +176,9 @@ void read_deadline::disarm() {
     st.timer.cancel();
 }
 
-session::session(worker& owner, net::ip::tcp::socket socket, std::size_t listener)
+session::session(worker& owner, client_socket socket, std::size_t listener)
     : worker_(owner),
-      stream_(beast::tcp_stream(std::move(socket))),
+      stream_(duplex_stream::tcp_stream_type(std::move(socket))),
       deadline_(stream_.get_executor()),
       listener_(listener) {
     tls_ = worker_.listener(listener_).tls;
@@ -638,7 +638,8 @@ awaitable<upstream_ptr> session::connect(const routing::endpoint& ep,
                                          const config::upstream_defaults& upstream,
                                          net::ssl::context* tls,
                                          boost::system::error_code& ec) {
-    auto conn = std::make_unique<upstream_connection>(beast::tcp_stream(worker_.context()));
+    auto conn = std::make_unique<upstream_connection>(
+        duplex_stream::tcp_stream_type(worker_.context().get_executor()));
     auto& tcp = conn->stream.tcp();
     tcp.expires_after(upstream.connect_timeout);
     boost::system::error_code aec;

@@ -35,7 +35,6 @@
 namespace switchyard::proxy {
 
 namespace net = boost::asio;
-using transport::duplex_stream;
 namespace beast = boost::beast;
 namespace http = beast::http;
 
@@ -47,6 +46,9 @@ struct route_epoch;
 // any_io_executor's type erasure (a copy, move or destruction of it per
 // completion was ~2.9 k instructions per request, callgrind).
 using executor_type = net::io_context::executor_type;
+// The client's and the upstreams' connections, on that same executor.
+using duplex_stream = transport::worker_stream;
+using client_socket = duplex_stream::socket_type;
 template <class T>
 using awaitable = net::awaitable<T, executor_type>;
 
@@ -58,22 +60,24 @@ using session_hook =
 // Arming costs a timer only when a read must wait.
 class read_deadline {
 public:
-    explicit read_deadline(const net::any_io_executor& executor);
+    explicit read_deadline(const executor_type& executor);
     ~read_deadline();
     read_deadline(const read_deadline&) = delete;
     read_deadline& operator=(const read_deadline&) = delete;
 
     // Cancels `socket`'s pending operations once `after` has passed.
-    void arm(net::ip::tcp::socket& socket, std::chrono::steady_clock::duration after);
+    void arm(client_socket& socket, std::chrono::steady_clock::duration after);
     void disarm();
     // The last armed deadline passed (and cancelled the read).
     bool fired() const { return state_->fired; }
 
 private:
     struct state {
-        explicit state(const net::any_io_executor& executor) : timer(executor) {}
-        net::steady_timer timer;
-        net::ip::tcp::socket* socket = nullptr;
+        explicit state(const executor_type& executor) : timer(executor) {}
+        net::basic_waitable_timer<std::chrono::steady_clock,
+                                  net::wait_traits<std::chrono::steady_clock>, executor_type>
+            timer;
+        client_socket* socket = nullptr;
         std::uint64_t generation = 0;
         bool fired = false;
     };
@@ -82,7 +86,7 @@ private:
 
 class session : public session_hook {
 public:
-    session(worker& owner, net::ip::tcp::socket socket, std::size_t listener);
+    session(worker& owner, client_socket socket, std::size_t listener);
     ~session();
     session(const session&) = delete;
     session& operator=(const session&) = delete;

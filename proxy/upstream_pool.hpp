@@ -29,8 +29,9 @@
 namespace switchyard::proxy {
 
 struct upstream_connection {
-    explicit upstream_connection(boost::beast::tcp_stream s) : stream(std::move(s)) {}
-    transport::duplex_stream stream;  // plain TCP or TLS (upstream_defaults.tls)
+    explicit upstream_connection(transport::worker_stream::tcp_stream_type s)
+        : stream(std::move(s)) {}
+    transport::worker_stream stream;  // plain TCP or TLS (upstream_defaults.tls)
     // What the connection was made with: the worker's TLS client context, or
     // null for plain TCP. A connection is only reused under the same one, so a
     // reload that turns TLS on, off, or changes what is verified never hands

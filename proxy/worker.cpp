@@ -292,7 +292,7 @@ std::vector<listener_counters> worker::counters() const {
 }
 
 namespace {
-awaitable<void> run_session(worker& w, net::ip::tcp::socket socket, std::size_t listener) {
+awaitable<void> run_session(worker& w, client_socket socket, std::size_t listener) {
     auto& slot = w.listener(listener);
     bump(slot.open, 1);
     struct open_guard {
@@ -317,7 +317,8 @@ awaitable<void> worker::accept_loop(std::size_t index) {
             co_await backoff.async_wait(use_tuple);
             continue;
         }
-        auto [ec, socket] = co_await slot.acceptor.async_accept(use_tuple);
+        // The socket on this worker's own executor type (session.hpp).
+        auto [ec, socket] = co_await slot.acceptor.async_accept(ioc_, use_tuple);
         if (ec) {
             if (ec == net::error::operation_aborted || !slot.acceptor.is_open()) {
                 co_return;

@@ -10,7 +10,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 
 #include <chrono>
 #include <memory>
@@ -37,7 +36,8 @@ struct pair {
 class upstream_pool_test : public ::testing::Test {
 protected:
     pair connect() {
-        auto conn = std::make_unique<upstream_connection>(boost::beast::tcp_stream(ioc_));
+        auto conn = std::make_unique<upstream_connection>(
+            transport::worker_stream::tcp_stream_type(ioc_.get_executor()));
         conn->stream.socket().connect(acceptor_.local_endpoint());
         tcp::socket far(ioc_);
         acceptor_.accept(far);

@@ -8,11 +8,17 @@
 // than asio::ssl::stream because it gathers a write's buffers into one TLS
 // record instead of one record per buffer.
 //
+// Two forms: duplex_stream, on any executor (the health probes, on the
+// control thread's context), and worker_stream, on an io_context's own
+// executor type (the data path: each operation's executor copies and work
+// guards are then a pointer, not Asio's type-erased any_io_executor).
+//
 // Thread: the owning session's. Failure: as the underlying stream's.
 
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -28,12 +34,15 @@ namespace switchyard::transport {
 namespace net = boost::asio;
 namespace beast = boost::beast;
 
-class duplex_stream {
+template <class Executor>
+class basic_duplex_stream {
 public:
-    using executor_type = net::any_io_executor;
-    using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+    using executor_type = Executor;
+    using tcp_stream_type = beast::basic_stream<net::ip::tcp, Executor, beast::unlimited_rate_policy>;
+    using socket_type = typename tcp_stream_type::socket_type;
+    using tls_stream = beast::ssl_stream<tcp_stream_type>;
 
-    explicit duplex_stream(beast::tcp_stream tcp)
+    explicit basic_duplex_stream(tcp_stream_type tcp)
         : tcp_(std::move(tcp)), executor_(tcp_.get_executor()) {}
 
     executor_type get_executor() const noexcept { return executor_; }
@@ -45,8 +54,8 @@ public:
     bool is_tls() const { return tls_ != nullptr; }
     tls_stream& tls() { return *tls_; }
 
-    beast::tcp_stream& tcp() { return tls_ ? beast::get_lowest_layer(*tls_) : tcp_; }
-    net::ip::tcp::socket& socket() { return tcp().socket(); }
+    tcp_stream_type& tcp() { return tls_ ? beast::get_lowest_layer(*tls_) : tcp_; }
+    socket_type& socket() { return tcp().socket(); }
 
     template <class Duration>
     void expires_after(Duration d) {
@@ -135,9 +144,16 @@ private:
     void tls_read_some(net::mutable_buffer buffer, handler_type handler);
     void tls_write_some(const gathered& buffers, handler_type handler);
 
-    beast::tcp_stream tcp_;  // moved into tls_ when TLS starts
+    tcp_stream_type tcp_;  // moved into tls_ when TLS starts
     executor_type executor_;
     std::unique_ptr<tls_stream> tls_;
 };
+
+// Both forms' TLS operations are compiled in stream.cpp.
+extern template class basic_duplex_stream<net::any_io_executor>;
+extern template class basic_duplex_stream<net::io_context::executor_type>;
+
+using duplex_stream = basic_duplex_stream<net::any_io_executor>;
+using worker_stream = basic_duplex_stream<net::io_context::executor_type>;
 
 }  // namespace switchyard::transport
