@@ -782,7 +782,7 @@ awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::
     req.version(11);
     // HTTP/1.0 may omit Host; the HTTP/1.1 request we send may not: it gets
     // the endpoint's address, as nginx's default proxy_set_header Host does.
-    const bool client_sent_host = req.count(http::field::host) != 0;
+    const bool client_sent_host = req.find(http::field::host) != req.end();
 
     const routing::pool* pool = choice.chosen;
     const bool judged = !choice.overridden;
@@ -1115,7 +1115,10 @@ awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::
         bool upstream_reusable = res.keep_alive();
         bool client_keep_alive = client_keep_alive_requested && !drain_;
         const bool bodiless = method == http::verb::head || status == 204 || status == 304;
-        if (!bodiless && !rp.chunked() && !res.has_content_length()) {
+        // The parser's own record of Content-Length: res.has_content_length()
+        // counts fields in the case-insensitive tree (~500 instructions).
+        const bool read_to_close = !bodiless && !rp.chunked() && !rp.content_length();
+        if (read_to_close) {
             // Read to close: never pooled; chunk it for HTTP/1.1 clients,
             // close after it for HTTP/1.0 ones.
             upstream_reusable = false;
@@ -1128,7 +1131,7 @@ awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::
             res.erase(http::field::transfer_encoding);
             client_keep_alive = false;
         }
-        if (!bodiless && !rp.chunked() && !res.has_content_length() && client_version >= 11) {
+        if (read_to_close && client_version >= 11) {
             res.chunked(true);
         }
         if (client_keep_alive) {
