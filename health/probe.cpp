@@ -139,7 +139,7 @@ net::awaitable<std::string> connect(transport::duplex_stream& ds, const std::str
     if (!error.empty()) {
         co_return error;
     }
-    ds.tcp().expires_at(deadline);
+    ds.expires_at(deadline);
     auto [hec] = co_await ds.tls().async_handshake(net::ssl::stream_base::client, use_tuple);
     if (hec) {
         const bool was_cancelled = co_await cancelled();
@@ -223,7 +223,7 @@ net::awaitable<exchange_result> exchange(transport::duplex_stream& s,
                                          clock::time_point deadline,
                                          std::chrono::milliseconds timeout) {
     exchange_result out;
-    s.tcp().expires_at(deadline);
+    s.expires_at(deadline);
     auto [wec, written] = co_await http::async_write(s, req, use_tuple);
     if (wec) {
         out.stale = wec == net::error::broken_pipe || wec == net::error::connection_reset;
@@ -236,7 +236,7 @@ net::awaitable<exchange_result> exchange(transport::duplex_stream& s,
     http::response_parser<http::buffer_body> parser;
     parser.header_limit(header_limit);
     parser.body_limit(boost::none);  // bounded below, without failing the probe
-    s.tcp().expires_at(deadline);
+    s.expires_at(deadline);
     auto [hec, head_bytes] = co_await http::async_read_header(s, buffer, parser, use_tuple);
     if (hec) {
         out.stale =
@@ -253,7 +253,7 @@ net::awaitable<exchange_result> exchange(transport::duplex_stream& s,
     while (!parser.is_done()) {
         parser.get().body().data = chunk.data();
         parser.get().body().size = chunk.size();
-        s.tcp().expires_at(deadline);
+        s.expires_at(deadline);
         auto [bec, got] = co_await http::async_read(s, buffer, parser, use_tuple);
         body_bytes += chunk.size() - parser.get().body().size;
         if (bec == http::error::need_buffer) {
