@@ -28,7 +28,6 @@ namespace switchyard::proxy {
 
 namespace {
 
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable_t<executor_type>{});
 using clock = std::chrono::steady_clock;
 
 bool is_timeout(const boost::system::error_code& ec) { return ec == beast::error::timeout; }

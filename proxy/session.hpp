@@ -9,11 +9,13 @@
 // (as_tuple); each maps to a status, a stats outcome and, for the client, a
 // short body that says the proxy made the response.
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -51,6 +53,8 @@ using duplex_stream = transport::worker_stream;
 using client_socket = duplex_stream::socket_type;
 template <class T>
 using awaitable = net::awaitable<T, executor_type>;
+// Completion token of the data path: results as a tuple, errors as values.
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable_t<executor_type>{});
 
 using session_hook =
     boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;

@@ -15,7 +15,6 @@
 namespace switchyard::proxy {
 
 namespace {
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable_t<executor_type>{});
 
 std::uint64_t splitmix64(std::uint64_t& x) {
     std::uint64_t z = (x += 0x9e3779b97f4a7c15ULL);

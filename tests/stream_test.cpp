@@ -51,6 +51,13 @@ protected:
         acceptor_.accept(far_);
     }
 
+    // Sets a deadline and lets it pass with no operation pending: run()
+    // returns once the deadline's timer has fired, the only work there is.
+    void let_deadline_lapse(clock::duration d) {
+        stream_->expires_after(d);
+        ioc_.run();
+    }
+
     // Starts one read on the stream and runs the context until it completes.
     read_result read_once() {
         read_result r;
@@ -101,12 +108,7 @@ TEST_F(stream_test, a_deadline_moved_later_is_not_enforced_early) {
 }
 
 TEST_F(stream_test, a_deadline_passed_with_nothing_pending_fails_the_next_operation) {
-    stream_->expires_after(20ms);
-    // Let the deadline pass (and its timer run) with no operation pending.
-    net::steady_timer wait(ioc_);
-    wait.expires_after(100ms);
-    wait.async_wait([](boost::system::error_code) {});
-    ioc_.run();
+    let_deadline_lapse(20ms);
     net::write(far_, net::buffer("late", 4));  // data is there, but the deadline passed
     const auto r = read_once();
     EXPECT_EQ(r.ec, beast::error::timeout) << r.ec.message();
@@ -114,11 +116,7 @@ TEST_F(stream_test, a_deadline_passed_with_nothing_pending_fails_the_next_operat
 }
 
 TEST_F(stream_test, a_new_deadline_after_an_idle_lapse_applies_afresh) {
-    stream_->expires_after(20ms);
-    net::steady_timer wait(ioc_);
-    wait.expires_after(100ms);
-    wait.async_wait([](boost::system::error_code) {});
-    ioc_.run();
+    let_deadline_lapse(20ms);
     stream_->expires_after(10s);  // what a session does before its next read
     net::write(far_, net::buffer("next", 4));
     const auto r = read_once();

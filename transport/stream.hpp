@@ -260,9 +260,6 @@ private:
     // The stream is going away or turning TLS: the deadline no longer
     // touches the socket, and its wait is cancelled.
     void detach_deadline() {
-        if (!deadline_) {
-            return;
-        }
         deadline_->socket = nullptr;
         deadline_->deadline = clock::time_point::max();
         ++deadline_->generation;
