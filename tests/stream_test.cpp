@@ -58,6 +58,14 @@ protected:
         ioc_.run();
     }
 
+    // The peer writes `bytes` once `delay` has passed (while a read waits).
+    void peer_sends_after(clock::duration delay, std::string bytes) {
+        later_.expires_after(delay);
+        later_.async_wait([this, bytes = std::move(bytes)](boost::system::error_code) {
+            net::write(far_, net::buffer(bytes));
+        });
+    }
+
     // Starts one read on the stream and runs the context until it completes.
     read_result read_once() {
         read_result r;
@@ -79,6 +87,7 @@ protected:
     tcp::acceptor acceptor_{ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)};
     std::optional<worker_stream> stream_;
     tcp::socket far_{ioc_};
+    net::steady_timer later_{ioc_};
     char buf_[64] = {};
 };
 
@@ -96,9 +105,7 @@ TEST_F(stream_test, a_deadline_moved_later_is_not_enforced_early) {
     stream_->expires_after(30ms);  // arms the timer for 30 ms
     stream_->expires_after(10s);   // later: the armed wait stays, fires early, re-arms
     // The peer answers once the first deadline is well past.
-    net::steady_timer later(ioc_);
-    later.expires_after(200ms);
-    later.async_wait([&](boost::system::error_code) { net::write(far_, net::buffer("hello", 5)); });
+    peer_sends_after(200ms, "hello");
     const auto r = read_once();
     EXPECT_FALSE(r.ec) << r.ec.message();
     EXPECT_EQ(r.n, 5u);
@@ -127,9 +134,7 @@ TEST_F(stream_test, a_new_deadline_after_an_idle_lapse_applies_afresh) {
 TEST_F(stream_test, expires_never_lifts_the_deadline) {
     stream_->expires_after(30ms);
     stream_->expires_never();
-    net::steady_timer later(ioc_);
-    later.expires_after(150ms);
-    later.async_wait([&](boost::system::error_code) { net::write(far_, net::buffer("x", 1)); });
+    peer_sends_after(150ms, "x");
     const auto r = read_once();
     EXPECT_FALSE(r.ec) << r.ec.message();
     EXPECT_EQ(r.n, 1u);
