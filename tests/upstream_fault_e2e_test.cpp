@@ -232,6 +232,50 @@ TEST_F(upstream_fault, a_response_sent_into_an_idle_pooled_connection_spoils_it)
     EXPECT_EQ(app.request_count(), 2u);
 }
 
+// A response that arrives in two pieces, held apart until the proxy has read
+// the first: the header split mid-field, or the body split after its first
+// bytes. The client gets it whole and the connection goes on.
+class response_in_pieces : public upstream_fault,
+                           public ::testing::WithParamInterface<std::size_t> {};
+
+TEST_P(response_in_pieces, is_relayed_whole) {
+    const std::string body = "hello, in two pieces\n";
+    const std::string response = "HTTP/1.1 200 OK\r\nX-Piece: one\r\nContent-Length: " +
+                                 std::to_string(body.size()) + "\r\n\r\n" + body;
+    const std::size_t split = GetParam() < response.size() ? GetParam() : response.size() - 5;
+    scripted_upstream app([&](const upstream_request& r) {
+        if (r.index == 0) {
+            return reply{response.substr(0, split), then::keep_open, response.substr(split)};
+        }
+        return echo_line(r);
+    });
+    ASSERT_TRUE(start(single_pool(app.address()), fault_options));
+    raw_connection conn(port());
+    ASSERT_TRUE(conn.send("GET /pieces HTTP/1.1\r\nHost: a\r\n\r\n"));
+    ASSERT_TRUE(wait_until([&] { return app.request_count() == 1; }, 10s, "the request upstream"));
+    // The first piece is upstream and read by the proxy within this window;
+    // the client gets nothing of it: a header cut short is not relayed, nor
+    // part of a body this small (it goes out with the header in one write).
+    EXPECT_EQ(conn.read_some(200ms), "");
+    app.release_later();
+    auto whole = conn.read_response(8s);
+    ASSERT_TRUE(whole.has_value()) << printable(conn.read_until_close(1s));
+    EXPECT_EQ(whole->status, 200u);
+    EXPECT_EQ(whole->header("X-Piece"), "one");
+    EXPECT_EQ(whole->body, body);
+    ASSERT_TRUE(conn.send("GET /after HTTP/1.1\r\nHost: a\r\n\r\n"));
+    auto next = conn.read_response(8s);
+    ASSERT_TRUE(next.has_value()) << printable(conn.read_until_close(1s));
+    EXPECT_EQ(next->header("X-Request-Line"), "GET /after HTTP/1.1");
+}
+
+// 20: inside the first field; 1000: a few bytes before the body ends.
+INSTANTIATE_TEST_SUITE_P(spec4, response_in_pieces, ::testing::Values(std::size_t{20}, std::size_t{1000}),
+                         [](const auto& info) {
+                             return info.param == 20 ? std::string("split_in_header")
+                                                     : std::string("split_in_body");
+                         });
+
 class close_mid_body : public upstream_fault, public ::testing::WithParamInterface<bool> {};
 
 TEST_P(close_mid_body, aborts_the_client_connection) {
