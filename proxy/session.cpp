@@ -136,23 +136,38 @@ struct send_result {
 // - a larger piece is written by Beast, whose per-call cost is then small
 //   beside the bytes.
 // need_buffer (the serializer waits for the next body piece) is success.
+//
+// The first case is also format_whole, which the hot call sites try before
+// send_ready: their one write then costs no coroutine frame of its own.
+
+// A whole message not yet started, formatted into `scratch`: its size, or 0
+// when it is not that case (send_ready it is).
+template <bool isRequest>
+std::size_t format_whole(http::serializer<isRequest, http::buffer_body, header_fields>& sr,
+                         char* scratch, bool header_only) {
+    auto& message = sr.get();
+    const auto& body = message.body();
+    if (header_only || sr.is_header_done() || body.more || message.chunked()) {
+        return 0;
+    }
+    const std::size_t h = format_header(message, scratch, flat_write_limit);
+    const std::size_t piece = body.data != nullptr ? body.size : 0;
+    if (h == 0 || piece > flat_write_limit - h) {
+        return 0;
+    }
+    if (piece != 0) {
+        std::memcpy(scratch + h, body.data, piece);
+    }
+    return h + piece;
+}
+
 template <bool isRequest>
 awaitable<send_result> send_ready(duplex_stream& stream,
                                   http::serializer<isRequest, http::buffer_body, header_fields>& sr,
                                   char* scratch, bool header_only) {
-    auto& message = sr.get();
-    const auto& body = message.body();
-    if (!header_only && !sr.is_header_done() && !body.more && !message.chunked()) {
-        const std::size_t h = format_header(message, scratch, flat_write_limit);
-        const std::size_t piece = body.data != nullptr ? body.size : 0;
-        if (h != 0 && piece <= flat_write_limit - h) {
-            if (piece != 0) {
-                std::memcpy(scratch + h, body.data, piece);
-            }
-            auto [wec, wn] =
-                co_await net::async_write(stream, net::buffer(scratch, h + piece), use_tuple);
-            co_return send_result{wec, true};
-        }
+    if (const std::size_t whole = format_whole(sr, scratch, header_only); whole != 0) {
+        auto [wec, wn] = co_await net::async_write(stream, net::buffer(scratch, whole), use_tuple);
+        co_return send_result{wec, true};
     }
     sr.split(header_only);
     std::size_t used = 0;
@@ -974,7 +989,13 @@ awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::
         // its header first (the body may be slow, or wait for 100-continue).
         // (No co_await inside a conditional expression: GCC 12 miscompiles
         // temporaries there.)
-        const send_result head = co_await send_ready(conn->stream, sr, out, !parser.is_done());
+        send_result head;
+        if (const std::size_t whole = format_whole(sr, out, !parser.is_done()); whole != 0) {
+            auto [wec, wn] = co_await net::async_write(conn->stream, net::buffer(out, whole), use_tuple);
+            head = send_result{wec, true};
+        } else {
+            head = co_await send_ready(conn->stream, sr, out, !parser.is_done());
+        }
         const auto hec = head.ec;
         const auto sent_at = clock::now();
         if (hec) {
@@ -1286,7 +1307,13 @@ awaitable<bool> session::proxy_request(const route_epoch& epoch, const routing::
                 piece = 0;
             }
             stream_.expires_after(cfg.limit.send_timeout);
-            const send_result sent = co_await send_ready(stream_, rsr, out, false);
+            send_result sent;
+            if (const std::size_t whole = format_whole(rsr, out, false); whole != 0) {
+                auto [wec, wn] = co_await net::async_write(stream_, net::buffer(out, whole), use_tuple);
+                sent = send_result{wec, true};
+            } else {
+                sent = co_await send_ready(stream_, rsr, out, false);
+            }
             if (sent.ec) {
                 record(*pool, sent_at, outcome_of_status(status), status);
                 co_return false;  // the client went away
