@@ -21,9 +21,20 @@
 #include <tuple>
 
 #include "proxy/access_log.hpp"
+#include "proxy/frame_pool.hpp"
 #include "proxy/headers.hpp"
 #include "proxy/worker.hpp"
 #include "transport/tls_client.hpp"
+
+// session::proxy_request's frame, about 3.8 KB, comes from the worker's
+// frame_cache rather than from malloc (frame_pool.hpp).
+template <>
+struct std::coroutine_traits<switchyard::proxy::awaitable<bool>, switchyard::proxy::session&,
+                             const switchyard::proxy::route_epoch&,
+                             const switchyard::routing::service&> {
+    using promise_type =
+        switchyard::proxy::pooled_frame<bool, switchyard::proxy::executor_type>;
+};
 
 namespace switchyard::proxy {
 
