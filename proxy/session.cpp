@@ -70,8 +70,8 @@ void note_endpoint_result(const routing::endpoint& ep, bool failed) {
 // in place: what Beast's async_read_header and async_read do, without their
 // composed-operation layers. A body that came in with the header (the usual
 // small response) is then parsed with no further I/O and no post (Beast posts
-// the completion of a read that needed no I/O): about 3,000 instructions a
-// request less (bench/profile.sh).
+// the completion of a read that needed no I/O): about 2,000 instructions a
+// request less (callgrind, BENCHMARKS.md session 7).
 //
 // parse_buffered feeds what `buffer` holds to `parser` until `enough(parser)`:
 // false when it needs more bytes than that; true when it has enough or the
@@ -134,23 +134,6 @@ struct send_result {
     bool whole = false;
 };
 
-// Writes what `sr` holds ready: the header (alone when `header_only`, as
-// async_write_header) and the body piece its buffer_body points at. Beast's
-// own write presents the header as one buffer per field, re-wrapped on every
-// write_some, which was a quarter of the instructions of a small proxied
-// request (BENCHMARKS.md, profile item 2), so:
-// - a whole message not yet started (the last piece, not chunked: a bodiless
-//   request, a small response already read) is formatted by format_header
-//   into `scratch`, body behind it, and written at once, no serializer;
-// - otherwise what the serializer holds, when it fits in flat_write_limit,
-//   is copied into `scratch` and written as one buffer;
-// - a larger piece is written by Beast, whose per-call cost is then small
-//   beside the bytes.
-// need_buffer (the serializer waits for the next body piece) is success.
-//
-// The first case is also format_whole, which the hot call sites try before
-// send_ready: their one write then costs no coroutine frame of its own.
-
 // A whole message not yet started, formatted into `scratch`: its size, or 0
 // when it is not that case (send_ready it is).
 template <bool isRequest>
@@ -172,6 +155,22 @@ std::size_t format_whole(http::serializer<isRequest, http::buffer_body, header_f
     return h + piece;
 }
 
+// Writes what `sr` holds ready: the header (alone when `header_only`, as
+// async_write_header) and the body piece its buffer_body points at. Beast's
+// own write presents the header as one buffer per field, re-wrapped on every
+// write_some, which was a quarter of the instructions of a small proxied
+// request (BENCHMARKS.md, profile item 2), so:
+// - a whole message not yet started (the last piece, not chunked: a bodiless
+//   request, a small response already read) is formatted by format_header
+//   into `scratch`, body behind it, and written at once, no serializer;
+// - otherwise what the serializer holds, when it fits in flat_write_limit,
+//   is copied into `scratch` and written as one buffer;
+// - a larger piece is written by Beast, whose per-call cost is then small
+//   beside the bytes.
+// need_buffer (the serializer waits for the next body piece) is success.
+//
+// The first case is also format_whole, which the hot call sites try before
+// send_ready: their one write then costs no coroutine frame of its own.
 template <bool isRequest>
 awaitable<send_result> send_ready(duplex_stream& stream,
                                   http::serializer<isRequest, http::buffer_body, header_fields>& sr,
