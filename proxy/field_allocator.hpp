@@ -21,16 +21,7 @@
 #include <cstdint>
 #include <new>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SWITCHYARD_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SWITCHYARD_ASAN 1
-#endif
-#endif
-#if defined(SWITCHYARD_ASAN)
-#include <sanitizer/asan_interface.h>
-#endif
+#include "proxy/asan.hpp"
 
 namespace switchyard::proxy {
 

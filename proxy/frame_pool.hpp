@@ -32,7 +32,7 @@
 #include <utility>
 #include <vector>
 
-#include "proxy/field_allocator.hpp"  // SWITCHYARD_ASAN
+#include "proxy/asan.hpp"
 
 namespace switchyard::proxy {
 
