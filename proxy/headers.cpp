@@ -314,8 +314,11 @@ std::string_view add_forwarding(request_header& req, std::string_view client_ip,
     if (xff == end) {
         req.insert(http::field::unknown, xff_name, client_ip);
     } else {
-        std::string joined;
-        joined.reserve(xff->value().size() + 2 + client_ip.size());
+        // The joined value outgrows the small-string buffer (a proxy's
+        // address and ours): built in the worker thread's scratch string,
+        // whose capacity stays, so the join allocates only while it grows.
+        static thread_local std::string joined;
+        joined.clear();
         // Several X-Forwarded-For fields are one list (RFC 9110 §5.3); Beast
         // keeps fields of one name adjacent (insert places a field after the
         // last of its name), so the run from the first covers all of them.
