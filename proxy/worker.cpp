@@ -7,6 +7,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <iostream>
 
@@ -72,14 +73,21 @@ buffer_pool::buffer buffer_pool::acquire() {
     }
     auto b = std::move(free_.back());
     free_.pop_back();
+    low_water_ = std::min(low_water_, free_.size());
     return b;
 }
 
 void buffer_pool::release(buffer b) {
-    // Keep a few for the next requests; a burst's extra buffers are freed.
-    if (b && free_.size() < 64) {
+    if (b && free_.size() < max_free) {
         free_.push_back(std::move(b));
     }
+}
+
+void buffer_pool::trim() {
+    // The most recently released are at the back and reused first: the
+    // `low_water_` at the front were not touched since the last trim.
+    free_.erase(free_.begin(), free_.begin() + static_cast<std::ptrdiff_t>(low_water_));
+    low_water_ = free_.size();
 }
 
 worker::worker(unsigned index, health::stats_registry& stats, access_log_sink* access_log)
@@ -350,6 +358,7 @@ void worker::sweep_idle() {
         }
         const auto idle = current_ ? current_->set->limit.idle_timeout : std::chrono::seconds(60);
         upstreams_.sweep(idle);
+        buffers_.trim();
         sweep_idle();
     });
 }
