@@ -20,6 +20,8 @@
 # from the kernel's tracepoints (no PMU needed, little overhead) over
 # BENCH_SYSCALL_SECONDS: syscalls per request, by kind. Syscalls are where
 # this VM's kernel time goes (each costs about a microsecond here).
+# Last, the same load counts each proxy's heap allocations per request with
+# uprobes on the C library's malloc, calloc, realloc and posix_memalign.
 # Settings: BENCH_PROFILE_RATE=200, BENCH_PROFILE_SECONDS=10 (0: skip callgrind),
 # BENCH_SYSCALL_SECONDS=5 (0: skip), BENCH_PORT_BASE=18280,
 # BENCH_PEERS="switchyard nginx haproxy".
@@ -216,6 +218,54 @@ if [[ $syscall_seconds != 0 ]] && command -v perf >/dev/null && command -v wrk >
   done
 fi
 
+# --- Heap allocations per request under full load (uprobes, no valgrind). ---
+# perf places uprobes on the C library's allocation entry points (operator
+# new calls malloc; nginx's pools take posix_memalign). Needs root for
+# `perf probe`; skipped where it cannot. A uprobe traps on every call, so the
+# rates here are lower than compare.sh's: only the count per request counts.
+alloc_rows=()
+alloc_events=""
+made_probes=()
+libc=$(ldd "$build/cli/switchyard" 2>/dev/null | awk '$1 ~ /^libc\.so/ { print $3 }')
+if [[ $syscall_seconds != 0 && -n $libc ]] && command -v perf >/dev/null && command -v wrk >/dev/null; then
+  for f in malloc calloc realloc posix_memalign; do
+    if ! perf probe -l 2>/dev/null | grep -q "probe_libc:$f "; then
+      perf probe -q -x "$libc" "$f" >/dev/null 2>&1 && made_probes+=("probe_libc:$f")
+    fi
+    if perf stat -e "probe_libc:$f" true >/dev/null 2>&1; then alloc_events+="${alloc_events:+,}probe_libc:$f"; fi
+  done
+fi
+if [[ -n $alloc_events ]]; then
+  for name in "${peers[@]}"; do
+    proxy_cmd "$name"
+    taskset -c 0 "${cmd[@]}" >"$work/$name.alloc.log" 2>&1 &
+    proc=$!
+    pids+=($proc)
+    wait_http "${port[$name]}" "$proc" || { echo "profile: $name did not start" >&2; exit 1; }
+    url="http://127.0.0.1:${port[$name]}/"
+    taskset -c 1 wrk -t1 -c64 -d1s "$url" >/dev/null
+    # Counted over the whole measured wrk run: its own request count is exact.
+    perf stat -x, -e "$alloc_events" -p "$proc" -o "$work/$name.alloc" -- sleep "$((syscall_seconds + 2))" \
+      >/dev/null 2>&1 &
+    counter=$!
+    sleep 0.5
+    taskset -c 1 wrk -t1 -c64 -d"${syscall_seconds}s" "$url" >"$work/$name.alloc.wrk"
+    wait "$counter"
+    requests=$(awk '/requests in/ { print $1 }' "$work/$name.alloc.wrk")
+    row=$(awk -F, -v req="$requests" -v name="$name" '
+      $3 ~ /probe_libc:/ { ev = $3; sub(/.*probe_libc:/, "", ev); n[ev] = $1; total += $1 }
+      END {
+        line = sprintf("%-11s %9d %7.3f", name, req, total / req)
+        split("malloc calloc realloc posix_memalign", k, " ")
+        for (i = 1; i <= 4; i++) if (n[k[i]] > 0) line = line sprintf("  %s %.3f", k[i], n[k[i]] / req)
+        print line }' "$work/$name.alloc")
+    alloc_rows+=("$row")
+    kill "$proc" 2>/dev/null || true
+    wait "$proc" 2>/dev/null || true
+  done
+fi
+if ((${#made_probes[@]})); then perf probe -q -d "${made_probes[@]}" >/dev/null 2>&1 || true; fi
+
 if ((${#results[@]})); then
   echo "user-space instructions per proxied request (callgrind, $rate req/s over 16 connections, ${seconds} s)"
   printf '%-11s %10s %14s %14s\n' proxy requests "Ir total" "Ir/request"
@@ -231,4 +281,10 @@ if ((${#syscall_rows[@]})); then
   echo "syscalls per request under full load (wrk -c64, proxy alone on core 0; perf tracepoints over ${syscall_seconds} s)"
   printf '%-11s %8s %6s  %s\n' proxy "req/s" total "by kind"
   for r in "${syscall_rows[@]}"; do echo "$r"; done
+fi
+if ((${#alloc_rows[@]})); then
+  echo
+  echo "heap allocations per request under full load (wrk -c64, proxy alone on core 0; libc uprobes over a ${syscall_seconds} s run)"
+  printf '%-11s %9s %7s  %s\n' proxy requests total "by function"
+  for r in "${alloc_rows[@]}"; do echo "$r"; done
 fi
