@@ -579,6 +579,9 @@ awaitable<bool> session::serve_one() {
         if (drain_) {
             co_return false;
         }
+        // The last request's fields go back to the worker's field cache now
+        // rather than at the next request: an idle connection holds none.
+        parser_.reset();
         stream_.expires_after(limits.idle_timeout);
         auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), use_tuple);
         if (ec) {
