@@ -180,6 +180,22 @@ for name in "${callgrind_peers[@]}"; do
   fi
 done
 
+# start_native NAME TAG: NAME pinned to core 0 without valgrind, warmed up
+# with 1 s of wrk; sets proc (its pid) and url.
+start_native() {
+  proxy_cmd "$1"
+  taskset -c 0 "${cmd[@]}" >"$work/$1.$2.log" 2>&1 &
+  proc=$!
+  pids+=($proc)
+  wait_http "${port[$1]}" "$proc" || { echo "profile: $1 did not start" >&2; exit 1; }
+  url="http://127.0.0.1:${port[$1]}/"
+  taskset -c 1 wrk -t1 -c64 -d1s "$url" >/dev/null
+}
+stop_native() {
+  kill "$proc" 2>/dev/null || true
+  wait "$proc" 2>/dev/null || true
+}
+
 # --- Syscalls per request under full load (perf tracepoints, no valgrind). ---
 syscall_rows=()
 calls=(recvfrom sendto recvmsg sendmsg read write readv writev epoll_wait epoll_pwait epoll_ctl
@@ -189,13 +205,7 @@ if [[ $syscall_seconds != 0 ]] && command -v perf >/dev/null && command -v wrk >
   events=raw_syscalls:sys_enter
   for c in "${calls[@]}"; do events+=",syscalls:sys_enter_$c"; done
   for name in "${peers[@]}"; do
-    proxy_cmd "$name"
-    taskset -c 0 "${cmd[@]}" >"$work/$name.native.log" 2>&1 &
-    proc=$!
-    pids+=($proc)
-    wait_http "${port[$name]}" "$proc" || { echo "profile: $name did not start" >&2; exit 1; }
-    url="http://127.0.0.1:${port[$name]}/"
-    taskset -c 1 wrk -t1 -c64 -d1s "$url" >/dev/null
+    start_native "$name" native
     # perf counts over the middle `syscall_seconds` of a run 2 s longer;
     # requests in that window = wrk's rate x the window.
     taskset -c 1 wrk -t1 -c64 -d"$((syscall_seconds + 2))s" "$url" >"$work/$name.wrk" &
@@ -213,8 +223,7 @@ if [[ $syscall_seconds != 0 ]] && command -v perf >/dev/null && command -v wrk >
         for (i = 1; i <= 13; i++) if (n[k[i]] > 0) line = line sprintf("  %s %.2f", k[i], n[k[i]] / req)
         print line }' "$work/$name.perf")
     syscall_rows+=("$row")
-    kill "$proc" 2>/dev/null || true
-    wait "$proc" 2>/dev/null || true
+    stop_native
   done
 fi
 
@@ -237,13 +246,7 @@ if [[ $syscall_seconds != 0 && -n $libc ]] && command -v perf >/dev/null && comm
 fi
 if [[ -n $alloc_events ]]; then
   for name in "${peers[@]}"; do
-    proxy_cmd "$name"
-    taskset -c 0 "${cmd[@]}" >"$work/$name.alloc.log" 2>&1 &
-    proc=$!
-    pids+=($proc)
-    wait_http "${port[$name]}" "$proc" || { echo "profile: $name did not start" >&2; exit 1; }
-    url="http://127.0.0.1:${port[$name]}/"
-    taskset -c 1 wrk -t1 -c64 -d1s "$url" >/dev/null
+    start_native "$name" alloc
     # Counted over the whole measured wrk run: its own request count is exact.
     perf stat -x, -e "$alloc_events" -p "$proc" -o "$work/$name.alloc" -- sleep "$((syscall_seconds + 2))" \
       >/dev/null 2>&1 &
@@ -260,11 +263,10 @@ if [[ -n $alloc_events ]]; then
         for (i = 1; i <= 4; i++) if (n[k[i]] > 0) line = line sprintf("  %s %.3f", k[i], n[k[i]] / req)
         print line }' "$work/$name.alloc")
     alloc_rows+=("$row")
-    kill "$proc" 2>/dev/null || true
-    wait "$proc" 2>/dev/null || true
+    stop_native
   done
 fi
-if ((${#made_probes[@]})); then perf probe -q -d "${made_probes[@]}" >/dev/null 2>&1 || true; fi
+for probe in "${made_probes[@]}"; do perf probe -q -d "$probe" >/dev/null 2>&1 || true; done
 
 if ((${#results[@]})); then
   echo "user-space instructions per proxied request (callgrind, $rate req/s over 16 connections, ${seconds} s)"
