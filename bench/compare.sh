@@ -9,14 +9,18 @@
 # log. The three proxies are measured in turn, alternating over several
 # rounds, each with wrk (closed loop: requests/s, P50, P99) while its CPU time
 # (utime+stime of the whole process, /proc/PID/stat) is read before and after.
-# Then each gets one open-loop run at a fixed rate (bench/open_loop.cpp) of
-# 60 % of the slower peer's maximum, for latency without coordinated omission.
+# Then, again alternating over rounds, each gets open-loop runs at a fixed
+# rate (bench/open_loop.cpp) of 60 % of the slower peer's maximum, for
+# latency without coordinated omission (this host's pauses make a single
+# 10 s run's P99 swing by 10x: the table gives the medians).
 #
 # Settings (environment):
 #   BENCH_ROUNDS=3          rounds; every round measures every proxy once
 #   BENCH_DURATION=10       seconds of each measured wrk run (after 1 s warm-up)
 #   BENCH_CONNECTIONS=64    wrk connections (SPEC §8: 64)
 #   BENCH_OPEN_DURATION=10  seconds of each open-loop run (0 = skip)
+#   BENCH_OPEN_ROUNDS=3     open-loop rounds; every round runs every proxy
+#                           once, the order rotating; the table has medians
 #   BENCH_OPEN_RATE=        fixed rate in requests/s (default: 60 % of the
 #                           slower peer's median requests/s)
 #   BENCH_PEER_HEADERS=1    nginx and HAProxy add X-Forwarded-For/-Proto/-Host
@@ -32,7 +36,7 @@
 #                           machine's drift between separate runs would hide
 #   BENCH_SKIP_BUILD=1      use the existing build/bench binaries
 #   BENCH_KEEP=1            keep the work directory (configs, logs)
-# Total time with the defaults: about 2.5 minutes after the build.
+# Total time with the defaults: about 4 minutes after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -41,6 +45,7 @@ rounds=${BENCH_ROUNDS:-3}
 duration=${BENCH_DURATION:-10}
 connections=${BENCH_CONNECTIONS:-64}
 open_duration=${BENCH_OPEN_DURATION:-10}
+open_rounds=${BENCH_OPEN_ROUNDS:-3}
 open_rate=${BENCH_OPEN_RATE:-}
 peer_headers=${BENCH_PEER_HEADERS:-1}
 base=${BENCH_PORT_BASE:-18080}
@@ -305,12 +310,15 @@ if [[ $open_duration != 0 ]]; then
     open_rate=$(awk -F'\t' '$1 != "switchyard" && $1 != "baseline" { if (m == "" || $2 < m) m = $2 }
                             END { if (m == "") m = 10000; printf "%.0f", 0.6 * m }' "$summary")
   fi
-  log "open loop: $open_rate req/s for ${open_duration} s per proxy, $connections connections"
-  for name in "${peers[@]}"; do
-    line=$(taskset -c "$load_cpu" "$tools/open_loop" --port "${port[$name]}" --rate "$open_rate" \
-             --duration "$open_duration" --connections "$connections" --warmup 1) || true
-    log "  $name: $line"
-    printf '%s\t%s\n' "$name" "$line" >>"$open"
+  log "open loop: $open_rounds rounds x $open_rate req/s for ${open_duration} s per proxy, $connections connections"
+  for ((r = 1; r <= open_rounds; r++)); do
+    for ((k = 0; k < ${#peers[@]}; k++)); do
+      name=${peers[$(((k + r - 1) % ${#peers[@]}))]}
+      line=$(taskset -c "$load_cpu" "$tools/open_loop" --port "${port[$name]}" --rate "$open_rate" \
+               --duration "$open_duration" --connections "$connections" --warmup 1) || true
+      log "  round $r $name: $line"
+      printf '%s\t%s\n' "$name" "$line" >>"$open"
+    done
   done
 fi
 
@@ -333,11 +341,19 @@ if grep -q '^switchyard' "$summary"; then
 fi
 if [[ -s $open ]]; then
   echo
-  echo "open loop at $open_rate req/s (latency from the intended send time, ${open_duration} s after 1 s warm-up)"
+  echo "open loop at $open_rate req/s (latency from the intended send time, $open_rounds x ${open_duration} s after 1 s warm-up each; medians over rounds, errors summed)"
   printf '%-11s %10s %9s %9s %9s %9s %7s\n' proxy achieved "P50 ms" "P99 ms" "P99.9 ms" "max ms" errors
-  while IFS=$'\t' read -r n line; do
-    get() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$line"; }
-    printf '%-11s %10s %9s %9s %9s %9s %7s\n' "$n" "$(get achieved)" "$(get p50_ms)" "$(get p99_ms)" \
-      "$(get p999_ms)" "$(get max_ms)" "$(get errors)"
-  done <"$open"
+  for name in "${peers[@]}"; do
+    awk -F'\t' -v n="$name" '
+      function median(a, k,   i, j, t) {
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+      }
+      function get(line, key,   m) { return match(line, key "=[^ ]*") ? substr(line, RSTART + length(key) + 1, RLENGTH - length(key) - 1) : "nan" }
+      $1 == n { k++; ach[k] = get($2, "achieved") + 0; p50[k] = get($2, "p50_ms") + 0
+                p99[k] = get($2, "p99_ms") + 0; p999[k] = get($2, "p999_ms") + 0; mx[k] = get($2, "max_ms") + 0
+                err += get($2, "errors") }
+      END { if (k) printf "%-11s %10.0f %9.3f %9.3f %9.3f %9.3f %7d\n", n, median(ach, k), median(p50, k),
+                          median(p99, k), median(p999, k), median(mx, k), err }' "$open"
+  done
 fi
