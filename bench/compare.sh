@@ -314,8 +314,14 @@ if [[ $open_duration != 0 ]]; then
   for ((r = 1; r <= open_rounds; r++)); do
     for ((k = 0; k < ${#peers[@]}; k++)); do
       name=${peers[$(((k + r - 1) % ${#peers[@]}))]}
+      before=$(cpu_ticks "${pid[$name]}")
       line=$(taskset -c "$load_cpu" "$tools/open_loop" --port "${port[$name]}" --rate "$open_rate" \
                --duration "$open_duration" --connections "$connections" --warmup 1) || true
+      after=$(cpu_ticks "${pid[$name]}")
+      # The proxy's CPU over the whole run; done= counts the warm-up's
+      # requests too.
+      line+=" cpu_s=$(awk -v b="$before" -v a="$after" -v hz="$clk_tck" 'BEGIN {
+        split(b, x, " "); split(a, y, " "); printf "%.2f", (y[1] + y[2] - x[1] - x[2]) / hz }')"
       log "  round $r $name: $line"
       printf '%s\t%s\n' "$name" "$line" >>"$open"
     done
@@ -341,8 +347,9 @@ if grep -q '^switchyard' "$summary"; then
 fi
 if [[ -s $open ]]; then
   echo
-  echo "open loop at $open_rate req/s (latency from the intended send time, $open_rounds x ${open_duration} s after 1 s warm-up each; medians over rounds, errors summed)"
-  printf '%-11s %10s %9s %9s %9s %9s %7s\n' proxy achieved "P50 ms" "P99 ms" "P99.9 ms" "max ms" errors
+  echo "open loop at $open_rate req/s (latency from the intended send time, $open_rounds x ${open_duration} s after 1 s warm-up each; medians over rounds, errors summed; req/CPU-s at this rate from the totals)"
+  printf '%-11s %10s %9s %9s %9s %9s %7s %11s\n' proxy achieved "P50 ms" "P99 ms" "P99.9 ms" "max ms" errors \
+    "req/CPU-s"
   for name in "${peers[@]}"; do
     awk -F'\t' -v n="$name" '
       function median(a, k,   i, j, t) {
@@ -352,8 +359,8 @@ if [[ -s $open ]]; then
       function get(line, key,   m) { return match(line, key "=[^ ]*") ? substr(line, RSTART + length(key) + 1, RLENGTH - length(key) - 1) : "nan" }
       $1 == n { k++; ach[k] = get($2, "achieved") + 0; p50[k] = get($2, "p50_ms") + 0
                 p99[k] = get($2, "p99_ms") + 0; p999[k] = get($2, "p999_ms") + 0; mx[k] = get($2, "max_ms") + 0
-                err += get($2, "errors") }
-      END { if (k) printf "%-11s %10.0f %9.3f %9.3f %9.3f %9.3f %7d\n", n, median(ach, k), median(p50, k),
-                          median(p99, k), median(p999, k), median(mx, k), err }' "$open"
+                err += get($2, "errors"); req += get($2, "done"); cpu += get($2, "cpu_s") }
+      END { if (k) printf "%-11s %10.0f %9.3f %9.3f %9.3f %9.3f %7d %11.0f\n", n, median(ach, k), median(p50, k),
+                          median(p99, k), median(p999, k), median(mx, k), err, (cpu > 0 ? req / cpu : 0) }' "$open"
   done
 fi
