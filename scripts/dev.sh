@@ -71,6 +71,8 @@ case "${1:-}" in
     # Sanitizer settings: fail on the first report, keep leaks checked.
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    # promtool was installed above: the /metrics checks must run, not skip.
+    export SWITCHYARD_REQUIRE_PROMTOOL=1
     ctest --test-dir build/test --output-on-failure -j "$(jobs)" --timeout 600
     ;;
   bench)

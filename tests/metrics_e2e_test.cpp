@@ -5,12 +5,10 @@
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <sstream>
 #include <string>
 
 #include "tests/e2e_fixture.hpp"
@@ -18,17 +16,6 @@
 
 namespace switchyard::test {
 namespace {
-
-bool on_path(const std::string& program) {
-    const char* path = std::getenv("PATH");
-    std::istringstream dirs(path ? path : "");
-    for (std::string dir; std::getline(dirs, dir, ':');) {
-        if (!dir.empty() && ::access((dir + "/" + program).c_str(), X_OK) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
 
 // promtool's exit code and everything it printed.
 std::pair<int, std::string> promtool_check(const std::string& file) {
@@ -53,10 +40,7 @@ protected:
 };
 
 TEST_F(metrics_e2e, a_scrape_under_load_passes_promtool) {
-    if (!on_path("promtool")) {
-        GTEST_SKIP() << "promtool not installed (Debian package prometheus; scripts/dev.sh test "
-                        "installs it); install it to run this check";
-    }
+    SWITCHYARD_NEED_PROMTOOL();
     ASSERT_TRUE(start(service_yaml("shop", "blue",
                                    pool_yaml("blue", {blue_.address()}, 90) +
                                        pool_yaml("canary", {canary_.address()}, 10),

@@ -6,7 +6,6 @@
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <boost/json.hpp>
 #include <chrono>
@@ -419,22 +418,8 @@ TEST_F(metrics_test, every_family_has_help_and_type) {
     }
 }
 
-bool on_path(const std::string& program) {
-    const char* path = std::getenv("PATH");
-    std::istringstream dirs(path ? path : "");
-    for (std::string dir; std::getline(dirs, dir, ':');) {
-        if (!dir.empty() && access((dir + "/" + program).c_str(), X_OK) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
 TEST_F(metrics_test, promtool_check_metrics_passes) {
-    if (!on_path("promtool")) {
-        GTEST_SKIP() << "promtool not installed (Debian package prometheus); install it to run "
-                        "this check";
-    }
+    SWITCHYARD_NEED_PROMTOOL();
     record_traffic();
     record("api", "green", 0, 100us, outcome::success, 101);
     metrics m(sources());

@@ -13,11 +13,33 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace switchyard::test {
+
+// True when `program` is an executable file in a directory of $PATH.
+bool on_path(const std::string& program);
+
+// promtool (Debian package `prometheus`) checks the /metrics exposition. A
+// test that needs it is skipped where it is missing, except under the
+// README's test command: scripts/dev.sh test installs it and sets
+// SWITCHYARD_REQUIRE_PROMTOOL=1, and there a missing promtool fails the test
+// rather than letting it pass unchecked. (A macro: GTEST_SKIP and FAIL
+// return from the test body.)
+#define SWITCHYARD_NEED_PROMTOOL()                                                              \
+    do {                                                                                        \
+        if (!::switchyard::test::on_path("promtool")) {                                         \
+            if (std::getenv("SWITCHYARD_REQUIRE_PROMTOOL") != nullptr) {                        \
+                FAIL() << "promtool not installed, and SWITCHYARD_REQUIRE_PROMTOOL is set "     \
+                          "(install the Debian package prometheus)";                            \
+            }                                                                                   \
+            GTEST_SKIP() << "promtool not installed (Debian package prometheus; "               \
+                            "scripts/dev.sh test installs it); install it to run this check";  \
+        }                                                                                       \
+    } while (false)
 
 // A port that was free a moment ago (bind 127.0.0.1:0, read, close). Another
 // process may take it before it is used: prefer port 0 where possible.
