@@ -134,8 +134,12 @@ struct send_result {
     bool whole = false;
 };
 
-// A whole message not yet started, formatted into `scratch`: its size, or 0
-// when it is not that case (send_ready it is).
+// A whole message not yet started (the last piece, not chunked: a bodiless
+// request, a small response already read), formatted by format_header into
+// `scratch` with the body behind it, to be written at once with no
+// serializer: its size, or 0 when it is not that case or does not fit
+// (send_ready it is). The hot call sites try this first, so that their one
+// write costs no coroutine frame of its own.
 template <bool isRequest>
 std::size_t format_whole(http::serializer<isRequest, http::buffer_body, header_fields>& sr,
                          char* scratch, bool header_only) {
@@ -155,30 +159,22 @@ std::size_t format_whole(http::serializer<isRequest, http::buffer_body, header_f
     return h + piece;
 }
 
-// Writes what `sr` holds ready: the header (alone when `header_only`, as
-// async_write_header) and the body piece its buffer_body points at. Beast's
-// own write presents the header as one buffer per field, re-wrapped on every
-// write_some, which was a quarter of the instructions of a small proxied
-// request (BENCHMARKS.md, profile item 2), so:
-// - a whole message not yet started (the last piece, not chunked: a bodiless
-//   request, a small response already read) is formatted by format_header
-//   into `scratch`, body behind it, and written at once, no serializer;
-// - otherwise what the serializer holds, when it fits in flat_write_limit,
-//   is copied into `scratch` and written as one buffer;
+// Writes what `sr` holds ready, for what format_whole does not take: the
+// header (alone when `header_only`, as async_write_header) and the body
+// piece its buffer_body points at. Beast's own write presents the header as
+// one buffer per field, re-wrapped on every write_some, which was a quarter
+// of the instructions of a small proxied request (BENCHMARKS.md, profile
+// item 2), so:
+// - what the serializer holds, when it fits in flat_write_limit, is copied
+//   into `scratch` and written as one buffer;
 // - a larger piece is written by Beast, whose per-call cost is then small
 //   beside the bytes.
 // need_buffer (the serializer waits for the next body piece) is success.
-//
-// The first case is also format_whole, which the hot call sites try before
-// send_ready: their one write then costs no coroutine frame of its own.
+// Callers that may hold a whole message try format_whole first.
 template <bool isRequest>
 awaitable<send_result> send_ready(duplex_stream& stream,
                                   http::serializer<isRequest, http::buffer_body, header_fields>& sr,
                                   char* scratch, bool header_only) {
-    if (const std::size_t whole = format_whole(sr, scratch, header_only); whole != 0) {
-        auto [wec, wn] = co_await net::async_write(stream, net::buffer(scratch, whole), use_tuple);
-        co_return send_result{wec, true};
-    }
     sr.split(header_only);
     std::size_t used = 0;
     bool fits = true;
